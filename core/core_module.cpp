@@ -1,0 +1,117 @@
+#include "core/core_module.hpp"
+
+#include <unistd.h>
+
+#include "core/config/error.hpp"
+#include "core/generation.hpp"
+
+namespace tollgate {
+
+namespace {
+
+void set_worker_processes(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.worker_processes) ctx.duplicate();
+    if (ctx.arg(0) == "auto") {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c.worker_processes = n > 0 ? static_cast<int>(n) : 1;
+    } else {
+        c.worker_processes = static_cast<int>(ctx.int_arg(0, 1, 1024));
+    }
+}
+
+void set_pid(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.pid_path) ctx.duplicate();
+    c.pid_path = ctx.builder.prefix_path(ctx.arg(0));
+}
+
+void set_user(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.user) ctx.duplicate();
+    c.user = ctx.arg(0);
+    if (ctx.nargs() > 1) c.group = ctx.arg(1);
+}
+
+void set_error_log(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.error_log_path) ctx.duplicate();
+    c.error_log_path = ctx.arg(0) == "stderr" ? "stderr" : ctx.builder.prefix_path(ctx.arg(0));
+    if (ctx.nargs() > 1 && !log::parse_level(ctx.arg(1), c.error_log_level)) {
+        ctx.invalid_value(1);
+    }
+}
+
+void set_daemon(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.daemon) ctx.duplicate();
+    c.daemon = ctx.flag_arg(0);
+}
+
+void set_worker_shutdown_timeout(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.worker_shutdown_timeout_ms) ctx.duplicate();
+    c.worker_shutdown_timeout_ms = ctx.time_ms_arg(0);
+}
+
+void set_worker_rlimit_nofile(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.worker_rlimit_nofile) ctx.duplicate();
+    c.worker_rlimit_nofile = ctx.int_arg(0, 1, 1 << 24);
+}
+
+void events_block(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.events_seen) ctx.duplicate();
+    c.events_seen = true;
+    ConfSlots slots{&ctx.builder.generation().main_confs, nullptr, nullptr};
+    ctx.builder.parse_block(ctx.node, kEventsContext, slots);
+}
+
+void set_worker_connections(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.worker_connections) ctx.duplicate();
+    c.worker_connections = static_cast<uint32_t>(ctx.int_arg(0, 1, 1 << 20));
+}
+
+// nginx accepts these in events {} and they have no effect on Linux with epoll.
+void ignore_directive(DirectiveContext&) {}
+
+void check(GenerationBuilder& b) {
+    auto& c = b.generation().main_confs[module_index(core_module)];
+    auto& core = static_cast<CoreConf&>(*c);
+    if (!core.events_seen) {
+        const auto& gen = b.generation();
+        std::string file = gen.files.empty() ? gen.conf_path : gen.files.front().path;
+        throw conf::ConfigError(file, 1, "no \"events\" section in configuration");
+    }
+    if (!core.pid_path) core.pid_path = b.prefix_path(TOLLGATE_DEFAULT_PID_PATH);
+    if (!core.error_log_path) core.error_log_path = b.prefix_path(TOLLGATE_DEFAULT_ERROR_LOG_PATH);
+}
+
+constexpr Directive kDirectives[] = {
+    {"worker_processes", kMainContext, 1, 1, false, ConfScope::Main, set_worker_processes},
+    {"pid", kMainContext, 1, 1, false, ConfScope::Main, set_pid},
+    {"user", kMainContext, 1, 2, false, ConfScope::Main, set_user},
+    {"error_log", kMainContext, 1, 2, false, ConfScope::Main, set_error_log},
+    {"daemon", kMainContext, 1, 1, false, ConfScope::Main, set_daemon},
+    {"worker_shutdown_timeout", kMainContext, 1, 1, false, ConfScope::Main,
+     set_worker_shutdown_timeout},
+    {"worker_rlimit_nofile", kMainContext, 1, 1, false, ConfScope::Main, set_worker_rlimit_nofile},
+    {"events", kMainContext, 0, 0, true, ConfScope::Main, events_block},
+    {"worker_connections", kEventsContext, 1, 1, false, ConfScope::Main, set_worker_connections},
+    {"use", kEventsContext, 1, 1, false, ConfScope::Main, ignore_directive},
+    {"multi_accept", kEventsContext, 1, 1, false, ConfScope::Main, ignore_directive},
+    {"accept_mutex", kEventsContext, 1, 1, false, ConfScope::Main, ignore_directive},
+};
+
+}  // namespace
+
+const Module core_module = {
+    .name = "core",
+    .directives = kDirectives,
+    .create_main = [] { return std::unique_ptr<ModuleConf>(new CoreConf()); },
+    .check = check,
+};
+
+}  // namespace tollgate

@@ -1,0 +1,102 @@
+// A configuration generation: everything one parse of the config produces, built whole in the
+// master and immutable afterwards. Workers inherit it through fork; a reload builds a new one.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config/syntax.hpp"
+#include "core/http/http_config.hpp"
+#include "core/module.hpp"
+#include "core/open_file.hpp"
+#include "core/variables.hpp"
+
+namespace tollgate {
+
+struct ConfigGeneration {
+    std::string prefix;     // ends with '/'
+    std::string conf_path;  // absolute
+    std::vector<conf::SourceFile> files;
+    std::vector<std::unique_ptr<ModuleConf>> main_confs;  // by module index; null where none
+    VariableRegistry variables;
+    std::unique_ptr<http::HttpConfig> http;
+    OpenFiles open_files;  // access logs and the like; the master reopens them on USR1
+
+    template <class T>
+    const T& main_conf(size_t module_index) const {
+        return static_cast<const T&>(*main_confs[module_index]);
+    }
+};
+
+struct BuildOptions {
+    std::string prefix;             // -p, default TOLLGATE_DEFAULT_PREFIX
+    std::string conf_path;          // -c, relative to the prefix when not absolute
+    std::string global_directives;  // -g
+    bool running_as_root = true;    // default listen port 80 as root, 8000 otherwise (nginx)
+};
+
+// The config objects a block's directives write to, per scope.
+struct ConfSlots {
+    std::vector<std::unique_ptr<ModuleConf>>* main = nullptr;
+    std::vector<std::unique_ptr<ModuleConf>>* server = nullptr;
+    std::vector<std::unique_ptr<ModuleConf>>* location = nullptr;
+};
+
+class GenerationBuilder {
+public:
+    // Parses, merges and checks the whole configuration. Throws conf::ConfigError.
+    static std::shared_ptr<const ConfigGeneration> build(const BuildOptions& options);
+
+    // Runs every directive of `block` in `context` against `slots`.
+    void parse_block(const conf::Node& block, uint32_t context, const ConfSlots& slots);
+    // Creates one config object per module for a scope (null where a module has none).
+    std::vector<std::unique_ptr<ModuleConf>> create_confs(ConfScope scope) const;
+
+    // A path relative to the prefix (log files, root), made absolute.
+    std::string prefix_path(std::string_view path) const;
+    // A path relative to the main config file's folder (include, mime.types), made absolute.
+    std::string conf_dir_path(std::string_view path) const;
+
+    ConfigGeneration& generation() { return *gen_; }
+    VariableRegistry& variables() { return gen_->variables; }
+    const BuildOptions& options() const { return options_; }
+    // The http tree under construction (created by the http block).
+    http::HttpConfig* http() { return gen_->http.get(); }
+
+private:
+    GenerationBuilder(const BuildOptions& options);
+    struct Entry {
+        size_t module;
+        const Directive* directive;
+    };
+    BuildOptions options_;
+    std::shared_ptr<ConfigGeneration> gen_;
+    std::unordered_map<std::string_view, std::vector<Entry>> directives_;  // same name, other contexts
+    std::string conf_dir_;
+};
+
+// Handed to Module::attach_location for one location.
+class LocationBuilder {
+public:
+    LocationBuilder(http::Location& location, const http::Server& server, GenerationBuilder& b)
+        : location_(location), server_(server), builder_(b) {}
+    void add(Phase phase, PhaseHandler handler, const void* data) {
+        location_.phases[static_cast<size_t>(phase)].push_back({handler, data});
+    }
+    template <class T>
+    const T& conf(size_t module_index) const {
+        return static_cast<const T&>(*location_.confs[module_index]);
+    }
+    const http::Location& location() const { return location_; }
+    const http::Server& server() const { return server_; }
+    GenerationBuilder& builder() { return builder_; }
+
+private:
+    http::Location& location_;
+    const http::Server& server_;
+    GenerationBuilder& builder_;
+};
+
+}  // namespace tollgate

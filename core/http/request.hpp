@@ -1,0 +1,158 @@
+// One HTTP request as phase handlers and variables see it. The worker owns the I/O; a handler
+// reads the parsed head and sets the response here. Everything per request lives in `arena`.
+#pragma once
+
+#include <cstdint>
+#include <memory_resource>
+#include <string>
+#include <string_view>
+
+#include "core/http/request_head.hpp"
+#include "core/module.hpp"
+
+namespace tollgate {
+struct ConfigGeneration;
+class VariableRegistry;
+}  // namespace tollgate
+
+namespace tollgate::http {
+
+struct HttpConfig;
+struct Server;
+struct Location;
+
+// Facts about the client connection, set by the worker.
+struct ConnectionInfo {
+    std::string_view remote_addr;  // text form, no port
+    uint16_t remote_port = 0;
+    std::string_view server_addr;
+    uint16_t server_port = 0;
+    uint64_t number = 0;    // $connection
+    uint32_t requests = 0;  // $connection_requests: requests so far on this connection
+};
+
+struct ResponseHeader {
+    std::string_view name;
+    std::string_view value;
+};
+
+enum class BodyKind : uint8_t { None, Memory, File };
+
+struct ResponseBody {
+    BodyKind kind = BodyKind::None;
+    std::string_view memory;  // lives in the arena or static storage
+    int fd = -1;              // owned by the request once set; the worker closes it
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
+
+class Request;
+
+// The worker side of a request: what a suspended handler's resume() reaches.
+class RequestDriver {
+public:
+    virtual void resume(Request& r, Verdict v) = 0;
+
+protected:
+    ~RequestDriver() = default;
+};
+
+class Request {
+public:
+    Request(std::pmr::memory_resource* arena, const ConfigGeneration& generation,
+            const ConnectionInfo& conn, int64_t start_usec);
+    ~Request();
+    Request(const Request&) = delete;
+    Request& operator=(const Request&) = delete;
+
+    std::pmr::memory_resource* const arena;
+    const ConfigGeneration& generation;
+    const ConnectionInfo& conn;
+    const int64_t start_usec;  // wall clock, microseconds
+
+    const Server* server = nullptr;
+    const Location* location = nullptr;
+    RequestHead head;
+    std::string_view uri;          // normalized, decoded path ($uri); changes on internal redirect
+    std::string_view args;         // query string ($args)
+    uint64_t request_length = 0;   // bytes of head and body read
+    uint64_t body_bytes_read = 0;  // request body bytes
+
+    // The response, set by the handler that answers.
+    int status = 0;
+    std::pmr::vector<ResponseHeader> out_headers;
+    std::string_view content_type;
+    int64_t content_length = -1;  // -1: unknown (chunked for 1.1, close-delimited for 1.0)
+    int64_t last_modified = -1;   // seconds since the epoch, -1: none
+    ResponseBody body;
+    bool keep_alive = true;    // the worker may turn it off; a handler may too
+    bool header_only = false;  // HEAD, or a status that has no body
+    // Set by the worker as the response goes out.
+    uint64_t bytes_sent = 0;
+    uint64_t body_bytes_sent = 0;
+    int64_t end_usec = 0;
+
+    // The module's location config for this request's location, O(1) by module index.
+    template <class T>
+    const T& loc_conf(size_t module_index) const {
+        return static_cast<const T&>(*location_conf(module_index));
+    }
+    template <class T>
+    const T& srv_conf(size_t module_index) const {
+        return static_cast<const T&>(*server_conf(module_index));
+    }
+    const ModuleConf* location_conf(size_t module_index) const;
+    const ModuleConf* server_conf(size_t module_index) const;
+
+    // Copies `s` into the arena.
+    std::string_view copy(std::string_view s);
+    // Sets a response with a body from memory (copied into the arena). Returns Verdict::Respond.
+    Verdict respond(int status, std::string_view content_type, std::string_view body);
+    // Sets an error response: error_page if one matches, else the standard JSON body
+    // {"error":CODE,"message":MESSAGE,"status":N,"request_id":ID}. Returns Verdict::Respond.
+    Verdict respond_error(int status, std::string_view message = {});
+    // Sets a redirect (301, 302, 303, 307, 308) to `location`. Returns Verdict::Respond.
+    Verdict redirect(int status, std::string_view location);
+    void add_header(std::string_view name, std::string_view value);
+    // Moves the request to `uri` ("/path" or "@named"): the location is matched again and the
+    // phases rerun from Rewrite. Returns Verdict::Respond; on a redirect loop (more than 10),
+    // responds 500 instead.
+    Verdict internal_redirect(std::string_view uri, std::string_view args);
+    // True while an internal redirect waits to be carried out by the runner.
+    bool redirect_pending() const { return redirect_pending_; }
+    void clear_redirect() { redirect_pending_ = false; }
+    // Continues a request whose handler returned Verdict::Suspend: `v` is what that handler
+    // would have returned. Called exactly once per Suspend, from the event loop.
+    void resume(Verdict v) { driver->resume(*this, v); }
+    RequestDriver* driver = nullptr;
+
+    // The request id: 32 hex digits, made on first use.
+    std::string_view request_id();
+
+    // Per-request variable cache, indexed as the registry; allocated on first use.
+    struct CachedValue {
+        uint8_t state = 0;  // 0 unknown, 1 found, 2 not found
+        std::string_view value;
+    };
+    CachedValue* variable_cache();
+    const VariableRegistry& variables() const;
+
+    // Set when error_page sends the request elsewhere: the status to answer with there.
+    int error_page_status = 0;
+    bool in_error_page = false;
+    uint8_t redirects = 0;
+
+  private:
+    bool redirect_pending_ = false;
+    std::string_view request_id_;
+    CachedValue* variable_cache_ = nullptr;
+};
+
+// The standard reason phrase ("Not Found"), or "Unknown".
+std::string_view reason_phrase(int status);
+// The machine-readable error code used in JSON error bodies ("not_found").
+std::string_view error_code(int status);
+// Microseconds since the epoch (wall clock).
+int64_t now_usec();
+
+}  // namespace tollgate::http

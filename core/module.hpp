@@ -1,0 +1,133 @@
+// The module interface: the only thing a module exports is one `const Module NAME_module`,
+// plain data listed in the generated, ordered module list (modules/CMakeLists.txt).
+// The core never names a module; it walks compiled_modules().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/config/syntax.hpp"
+
+namespace tollgate {
+
+class GenerationBuilder;
+class VariableRegistry;
+class LocationBuilder;
+struct ConfigGeneration;
+namespace http {
+class Request;
+}
+
+// Where a directive may appear (a bit mask).
+enum Context : uint32_t {
+    kMainContext = 1u << 0,
+    kEventsContext = 1u << 1,
+    kHttpContext = 1u << 2,
+    kServerContext = 1u << 3,
+    kLocationContext = 1u << 4,
+};
+
+// Which of its module's config objects a directive writes to.
+enum class ConfScope : uint8_t { None, Main, Server, Location };  // None: writes no config object
+
+// Base of every module config object. Built once in the master, then immutable.
+struct ModuleConf {
+    virtual ~ModuleConf() = default;
+};
+
+class DirectiveContext;
+using DirectiveHandler = void (*)(DirectiveContext& ctx);
+
+inline constexpr uint8_t kUnlimitedArgs = 255;
+
+struct Directive {
+    std::string_view name;
+    uint32_t contexts;  // Context mask
+    uint8_t min_args;
+    uint8_t max_args;  // kUnlimitedArgs for no upper bound
+    bool block;        // takes a { } block instead of ending with ;
+    ConfScope scope;
+    DirectiveHandler handler;
+};
+
+// What a phase handler tells the request runner.
+enum class [[nodiscard]] Verdict : uint8_t {
+    Next,     // this handler is done or does not apply; run the next one
+    Respond,  // a response is set on the request; stop the phases and send it
+    Suspend,  // waiting on I/O; the handler calls Request::resume() exactly once later
+};
+
+// The request phases, in order. Handlers are flattened per location at load.
+enum class Phase : uint8_t { PostRead, Rewrite, Access, Content, Log, Count };
+inline constexpr size_t kPhaseCount = static_cast<size_t>(Phase::Count);
+
+using PhaseHandler = Verdict (*)(http::Request& r, const void* data);
+
+struct Module {
+    std::string_view name;
+    std::span<const Directive> directives;
+    // Config object factories; nullptr where the module has no config at that scope.
+    std::unique_ptr<ModuleConf> (*create_main)() = nullptr;
+    std::unique_ptr<ModuleConf> (*create_server)() = nullptr;
+    std::unique_ptr<ModuleConf> (*create_location)() = nullptr;
+    // Fill the child's unset fields from the parent; runs once at load, top-down.
+    void (*merge_server)(const ModuleConf& parent, ModuleConf& child) = nullptr;
+    void (*merge_location)(const ModuleConf& parent, ModuleConf& child) = nullptr;
+    // Before any directive is read: add the module's variables.
+    void (*register_variables)(VariableRegistry& registry) = nullptr;
+    // After parse and merge: checks that span modules. Throws conf::ConfigError.
+    void (*check)(GenerationBuilder& builder) = nullptr;
+    // Per location, after merge: add the module's phase handlers for that location.
+    void (*attach_location)(LocationBuilder& location) = nullptr;
+    // In each worker after fork, and before it exits.
+    void (*init_worker)(const ConfigGeneration& generation) = nullptr;
+    void (*exit_worker)(const ConfigGeneration& generation) = nullptr;
+};
+
+// The generated list, in module order.
+std::span<const Module* const> compiled_modules();
+
+// Position of `m` in compiled_modules(); the index of its config objects.
+size_t module_index(const Module& m);
+
+// Handed to a directive handler: the directive's syntax node and the config object it writes.
+class DirectiveContext {
+public:
+    DirectiveContext(const conf::Node& node, GenerationBuilder& builder, ModuleConf* conf,
+                     uint32_t context)
+        : node(node), builder(builder), context(context), conf_(conf) {}
+
+    const conf::Node& node;
+    GenerationBuilder& builder;
+
+    template <class T>
+    T& conf() {
+        return static_cast<T&>(*conf_);
+    }
+    size_t nargs() const { return node.args.size(); }
+    const std::string& arg(size_t i) const { return node.args.at(i).value; }
+
+    // Throw "FILE:LINE: message" for this directive.
+    [[noreturn]] void fail(const std::string& message) const { node.fail(message); }
+    // Throw 'invalid value "ARG" in "NAME" directive' (with an optional reason).
+    [[noreturn]] void invalid_value(size_t i, std::string_view reason = {}) const;
+    // Throw '"NAME" directive is duplicate'.
+    [[noreturn]] void duplicate() const;
+
+    // Typed argument readers; they throw invalid_value on a bad argument.
+    uint64_t size_arg(size_t i) const;
+    uint64_t time_ms_arg(size_t i) const;
+    bool flag_arg(size_t i) const;
+    int64_t int_arg(size_t i, int64_t min = 0, int64_t max = INT64_MAX) const;
+
+    // The context this directive appeared in (one Context bit).
+    const uint32_t context;
+
+private:
+    ModuleConf* conf_;
+};
+
+}  // namespace tollgate

@@ -1,0 +1,112 @@
+#include "core/variables.hpp"
+
+#include "core/http/request.hpp"
+
+namespace tollgate {
+
+uint32_t VariableRegistry::add(std::string name, VariableGetter get, uintptr_t data,
+                               bool cacheable) {
+    for (uint32_t i = 0; i < defs_.size(); ++i) {
+        if (!defs_[i].prefix && defs_[i].name == name) {
+            defs_[i].get = get;
+            defs_[i].data = data;
+            defs_[i].cacheable = cacheable;
+            return i;
+        }
+    }
+    defs_.push_back(VariableDef{std::move(name), false, cacheable, get, data});
+    return static_cast<uint32_t>(defs_.size() - 1);
+}
+
+uint32_t VariableRegistry::add_prefix(std::string prefix, VariableGetter get, uintptr_t data) {
+    defs_.push_back(VariableDef{std::move(prefix), true, false, get, data});
+    return static_cast<uint32_t>(defs_.size() - 1);
+}
+
+std::optional<VariableRef> VariableRegistry::find(std::string_view name) const {
+    for (uint32_t i = 0; i < defs_.size(); ++i) {
+        if (!defs_[i].prefix && defs_[i].name == name) return VariableRef{i, {}};
+    }
+    std::optional<VariableRef> best;
+    size_t best_len = 0;
+    for (uint32_t i = 0; i < defs_.size(); ++i) {
+        const auto& d = defs_[i];
+        if (d.prefix && name.size() > d.name.size() && name.substr(0, d.name.size()) == d.name &&
+            d.name.size() > best_len) {
+            best = VariableRef{i, std::string(name.substr(d.name.size()))};
+            best_len = d.name.size();
+        }
+    }
+    return best;
+}
+
+std::string_view evaluate_variable(http::Request& r, const VariableRef& ref) {
+    const VariableDef& def = r.variables().at(ref.index);
+    std::string_view out;
+    if (!def.cacheable) return def.get(r, ref.suffix, def.data, out) ? out : std::string_view();
+    http::Request::CachedValue& slot = r.variable_cache()[ref.index];
+    if (slot.state == 0) {
+        slot.state = def.get(r, ref.suffix, def.data, slot.value) ? 1 : 2;
+        if (slot.state == 2) slot.value = {};
+    }
+    return slot.value;
+}
+
+namespace {
+bool is_name_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+}  // namespace
+
+ComplexValue ComplexValue::compile(std::string_view text, const VariableRegistry& registry,
+                                   const conf::Node& where) {
+    ComplexValue v;
+    v.source_ = std::string(text);
+    std::string literal;
+    size_t i = 0;
+    while (i < text.size()) {
+        if (text[i] != '$') {
+            literal += text[i++];
+            continue;
+        }
+        size_t start = i + 1;
+        std::string_view name;
+        if (start < text.size() && text[start] == '{') {
+            size_t close = text.find('}', start);
+            if (close == std::string_view::npos) where.fail("the closing bracket in \"" +
+                                                           std::string(text) + "\" is missing");
+            name = text.substr(start + 1, close - start - 1);
+            i = close + 1;
+        } else {
+            size_t end = start;
+            while (end < text.size() && is_name_char(text[end])) ++end;
+            name = text.substr(start, end - start);
+            i = end;
+        }
+        if (name.empty()) where.fail("invalid variable name in \"" + std::string(text) + "\"");
+        auto ref = registry.find(name);
+        if (!ref) where.fail("unknown \"" + std::string(name) + "\" variable");
+        if (!literal.empty()) {
+            v.segments_.push_back(Segment{false, std::move(literal), {}});
+            literal.clear();
+        }
+        v.segments_.push_back(Segment{true, {}, std::move(*ref)});
+    }
+    if (!literal.empty()) v.segments_.push_back(Segment{false, std::move(literal), {}});
+    return v;
+}
+
+std::string_view ComplexValue::evaluate(http::Request& r) const {
+    if (segments_.empty()) return {};
+    if (segments_.size() == 1) {
+        const Segment& s = segments_[0];
+        return s.variable ? evaluate_variable(r, s.ref) : std::string_view(s.literal);
+    }
+    std::pmr::string out(r.arena);
+    for (const Segment& s : segments_) {
+        out += s.variable ? evaluate_variable(r, s.ref) : std::string_view(s.literal);
+    }
+    return r.copy(out);
+}
+
+}  // namespace tollgate

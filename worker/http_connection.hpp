@@ -1,0 +1,88 @@
+// One client connection speaking HTTP/1.1: reads heads, runs the phases, writes responses,
+// discards unread bodies and keeps the connection alive or closes it.
+#pragma once
+
+#include <array>
+#include <memory_resource>
+#include <optional>
+
+#include "core/http/chunked.hpp"
+#include "core/http/request.hpp"
+#include "core/http/request_head.hpp"
+
+struct bufferevent;
+struct event;
+
+namespace tollgate::worker {
+
+class Worker;
+struct ListenSocket;
+
+class HttpConnection final : public http::RequestDriver {
+public:
+    HttpConnection(Worker& worker, int fd, const ListenSocket& socket, uint64_t number);
+    ~HttpConnection();
+    HttpConnection(const HttpConnection&) = delete;
+    HttpConnection& operator=(const HttpConnection&) = delete;
+
+    // Begins reading the first request. Returns false (and the caller deletes this) on failure.
+    bool start();
+    // The worker is shutting down gracefully: finish what is in flight, then close.
+    void drain();
+    // Closes at once (fast shutdown, worker_shutdown_timeout); deletes this.
+    void close();
+
+    void resume(http::Request& r, Verdict v) override;
+
+    // Intrusive list links, owned by Worker.
+    HttpConnection* prev = nullptr;
+    HttpConnection* next = nullptr;
+
+private:
+    enum class State : uint8_t { Idle, ReadingHead, Processing, Writing, Discarding };
+
+    static void on_read(bufferevent* bev, void* arg);
+    static void on_write(bufferevent* bev, void* arg);
+    static void on_event(bufferevent* bev, short what, void* arg);
+    static void on_timer(int fd, short what, void* arg);
+
+    void read_head();
+    void begin_request(std::string_view head_bytes);
+    void run_phases(size_t phase, size_t step);
+    void send_response();
+    void response_sent();
+    bool discard_body();
+    void next_request();
+    void fail_request(int status);
+    void new_request();
+    void arm_timer(uint64_t ms);
+    void set_state(State s) { state_ = s; }
+
+    Worker& worker_;
+    const ListenSocket& socket_;
+    bufferevent* bev_ = nullptr;
+    event* timer_ = nullptr;
+    State state_ = State::Idle;
+    bool draining_ = false;
+    bool peer_closed_ = false;
+
+    http::HeadLimits limits_;
+    http::HeadScanner scanner_;
+    http::ConnectionInfo info_;
+    std::array<char, 48> remote_text_{};
+    std::array<char, 48> local_text_{};
+
+    // The arena: an inline first block, then heap blocks that are released per request.
+    alignas(std::max_align_t) std::array<std::byte, 8192> arena_block_;
+    std::optional<std::pmr::monotonic_buffer_resource> arena_;
+    std::optional<http::Request> req_;
+    size_t phase_ = 0;
+    size_t step_ = 0;
+
+    // Request body still to be read (and, in the core, discarded).
+    http::BodyFraming body_framing_ = http::BodyFraming::None;
+    uint64_t body_remaining_ = 0;
+    http::ChunkedDecoder chunked_;
+};
+
+}  // namespace tollgate::worker
