@@ -270,7 +270,7 @@ void HttpConnection::run_phases(size_t phase, size_t step) {
         if (!r.redirect_pending()) break;
         r.clear_redirect();
         if (!r.uri.empty() && r.uri.front() == '@') {
-            auto it = r.server->named.find(std::string(r.uri));
+            auto it = r.server->named.find(r.uri);
             if (it == r.server->named.end()) {
                 LOG_ERROR("named location \"%.*s\" not found", static_cast<int>(r.uri.size()),
                           r.uri.data());

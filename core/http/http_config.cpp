@@ -83,7 +83,7 @@ bool parse_listen_address(std::string_view text, ListenSpec& out, std::string& e
 }
 
 const Location* Server::find_location(std::string_view uri) const {
-    if (auto it = exact.find(std::string(uri)); it != exact.end()) return it->second;
+    if (auto it = exact.find(uri); it != exact.end()) return it->second;
     const Location* longest = nullptr;
     for (const Location* loc : prefixes) {  // longest first
         if (uri.substr(0, loc->pattern.size()) == loc->pattern) {

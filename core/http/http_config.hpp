@@ -22,6 +22,14 @@ namespace tollgate::http {
 
 using ConfVector = std::vector<std::unique_ptr<ModuleConf>>;
 
+// Lets maps keyed by std::string be searched with a std::string_view, without a copy.
+struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
 struct PhaseStep {
     PhaseHandler handler;
     const void* data;
@@ -43,10 +51,10 @@ struct Server {
     std::unique_ptr<Location> defaults;  // server-level config, used when no location matches
     std::vector<std::unique_ptr<Location>> locations;  // config order
     // Lookup tables, built after parsing.
-    std::unordered_map<std::string, const Location*> exact;
+    StringMap<const Location*> exact;
     std::vector<const Location*> prefixes;  // longest pattern first
     std::vector<const Location*> regexes;   // config order
-    std::unordered_map<std::string, const Location*> named;
+    StringMap<const Location*> named;
     // server_name entries: exact ("example.com"), leading wildcard ("*.example.com" stored as
     // ".example.com"), trailing wildcard ("www.*" stored as "www."), regex.
     std::vector<std::string> exact_names;

@@ -461,15 +461,9 @@ int parse_request_head(std::string_view head, const HeadLimits& limits, RequestH
     size_t pos = 0;
     while (head.substr(pos, 2) == "\r\n") pos += 2;
     size_t eol = head.find("\r\n", pos);
-    std::string_view authority;
-    bool has_authority_target = false;
-    {
-        std::string_view target_authority;
-        if (int rc = parse_request_line(head.substr(pos, eol - pos), out, target_authority)) {
-            return rc;
-        }
-        authority = target_authority;
-        has_authority_target = !target_authority.empty();
+    std::string_view authority;  // from an absolute-form or authority-form target, else empty
+    if (int rc = parse_request_line(head.substr(pos, eol - pos), out, authority); rc != 0) {
+        return rc;
     }
     pos = eol + 2;
 
@@ -541,7 +535,7 @@ int parse_request_head(std::string_view head, const HeadLimits& limits, RequestH
     if (host_count > 1) return kBadRequest;
     if (host_count == 1 && !valid_authority(host_value, false)) return kBadRequest;
     if (host_count == 0 && out.version_minor >= 1) return kBadRequest;
-    out.host = has_authority_target ? authority : host_value;
+    out.host = authority.empty() ? host_value : authority;
 
     // Body framing (RFC 9112 6.1-6.3). A gateway must never guess between two framings.
     if (te_seen) {
