@@ -25,7 +25,9 @@ void DirectiveContext::invalid_value(size_t i, std::string_view reason) const {
     fail(msg);
 }
 
-void DirectiveContext::duplicate() const { fail("\"" + node.name + "\" directive is duplicate"); }
+void DirectiveContext::duplicate() const {
+    fail("\"" + node.name + "\" directive is duplicate");
+}
 
 uint64_t DirectiveContext::size_arg(size_t i) const {
     auto v = conf::parse_size(arg(i));
@@ -84,12 +86,21 @@ void merge_confs(const http::ConfVector& parent, http::ConfVector& child, bool l
 void build_lookup_tables(http::Server& server) {
     for (auto& loc : server.locations) {
         switch (loc->kind) {
-            case http::Location::Kind::Exact: server.exact.emplace(loc->pattern, loc.get()); break;
+            case http::Location::Kind::Exact:
+                server.exact.emplace(loc->pattern, loc.get());
+                break;
             case http::Location::Kind::Prefix:
-            case http::Location::Kind::PrefixNoRegex: server.prefixes.push_back(loc.get()); break;
-            case http::Location::Kind::Regex: server.regexes.push_back(loc.get()); break;
-            case http::Location::Kind::Named: server.named.emplace(loc->pattern, loc.get()); break;
-            case http::Location::Kind::ServerDefault: break;
+            case http::Location::Kind::PrefixNoRegex:
+                server.prefixes.push_back(loc.get());
+                break;
+            case http::Location::Kind::Regex:
+                server.regexes.push_back(loc.get());
+                break;
+            case http::Location::Kind::Named:
+                server.named.emplace(loc->pattern, loc.get());
+                break;
+            case http::Location::Kind::ServerDefault:
+                break;
         }
     }
     std::stable_sort(server.prefixes.begin(), server.prefixes.end(),
@@ -104,7 +115,8 @@ GenerationBuilder::GenerationBuilder(const BuildOptions& options)
     : options_(options), gen_(std::make_shared<ConfigGeneration>()) {
     auto modules = compiled_modules();
     for (size_t i = 0; i < modules.size(); ++i) {
-        for (const Directive& d : modules[i]->directives) directives_[d.name].push_back(Entry{i, &d});
+        for (const Directive& d : modules[i]->directives)
+            directives_[d.name].push_back(Entry{i, &d});
     }
 }
 
@@ -165,14 +177,14 @@ void GenerationBuilder::parse_block(const conf::Node& block, uint32_t context,
 std::shared_ptr<const ConfigGeneration> GenerationBuilder::build(const BuildOptions& options) {
     GenerationBuilder b(options);
     ConfigGeneration& gen = *b.gen_;
-    gen.prefix = with_trailing_slash(options.prefix.empty() ? TOLLGATE_DEFAULT_PREFIX
-                                                            : options.prefix);
+    gen.prefix =
+        with_trailing_slash(options.prefix.empty() ? TOLLGATE_DEFAULT_PREFIX : options.prefix);
     if (gen.prefix.front() != '/') {
         char cwd[4096];
         if (getcwd(cwd, sizeof(cwd)) != nullptr) gen.prefix = with_trailing_slash(cwd) + gen.prefix;
     }
-    gen.conf_path = b.prefix_path(options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH
-                                                            : options.conf_path);
+    gen.conf_path =
+        b.prefix_path(options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH : options.conf_path);
     b.conf_dir_ = gen.conf_path.substr(0, gen.conf_path.rfind('/') + 1);
 
     for (const Module* m : compiled_modules()) {

@@ -45,7 +45,7 @@ struct ConfSlots {
 };
 
 class GenerationBuilder {
-public:
+  public:
     // Parses, merges and checks the whole configuration. Throws conf::ConfigError.
     static std::shared_ptr<const ConfigGeneration> build(const BuildOptions& options);
 
@@ -65,7 +65,7 @@ public:
     // The http tree under construction (created by the http block).
     http::HttpConfig* http() { return gen_->http.get(); }
 
-private:
+  private:
     GenerationBuilder(const BuildOptions& options);
     struct Entry {
         size_t module;
@@ -73,13 +73,14 @@ private:
     };
     BuildOptions options_;
     std::shared_ptr<ConfigGeneration> gen_;
-    std::unordered_map<std::string_view, std::vector<Entry>> directives_;  // same name, other contexts
+    std::unordered_map<std::string_view, std::vector<Entry>>
+        directives_;  // same name, other contexts
     std::string conf_dir_;
 };
 
 // Handed to Module::attach_location for one location.
 class LocationBuilder {
-public:
+  public:
     LocationBuilder(http::Location& location, const http::Server& server, GenerationBuilder& b)
         : location_(location), server_(server), builder_(b) {}
     void add(Phase phase, PhaseHandler handler, const void* data) {
@@ -93,7 +94,7 @@ public:
     const http::Server& server() const { return server_; }
     GenerationBuilder& builder() { return builder_; }
 
-private:
+  private:
     http::Location& location_;
     const http::Server& server_;
     GenerationBuilder& builder_;

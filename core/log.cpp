@@ -4,12 +4,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <algorithm>
 
 namespace tollgate::log {
 
@@ -19,7 +19,8 @@ std::string g_path = "stderr";
 Level g_level = Level::Error;
 int g_slot = -1;
 
-constexpr const char* kNames[] = {"debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"};
+constexpr const char* kNames[] = {"debug", "info", "notice", "warn",
+                                  "error", "crit", "alert",  "emerg"};
 
 int open_file(const std::string& path, std::string& error) {
     int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -64,17 +65,24 @@ void reopen() {
     ::close(fd);
 }
 
-int fd() { return g_fd; }
+int fd() {
+    return g_fd;
+}
 
 void chown_to(unsigned uid, unsigned gid) {
     if (g_path != "stderr") {
-        if (::fchown(g_fd, uid, gid) != 0) { /* the file may be on a filesystem without owners */ }
+        if (::fchown(g_fd, uid, gid) != 0) { /* the file may be on a filesystem without owners */
+        }
     }
 }
 
-void set_worker_slot(int slot) { g_slot = slot; }
+void set_worker_slot(int slot) {
+    g_slot = slot;
+}
 
-bool enabled(Level level) { return level >= g_level; }
+bool enabled(Level level) {
+    return level >= g_level;
+}
 
 void write(Level level, const char* fmt, ...) {
     char buf[4096];
@@ -87,8 +95,9 @@ void write(Level level, const char* fmt, ...) {
         n += snprintf(buf + n, sizeof(buf) - n, " [%s] %d#%d: ", kNames[static_cast<int>(level)],
                       static_cast<int>(getpid()), g_slot);
     } else {
-        n += snprintf(buf + n, sizeof(buf) - n, " [%s] %d#master: ",
-                      kNames[static_cast<int>(level)], static_cast<int>(getpid()));
+        n +=
+            snprintf(buf + n, sizeof(buf) - n, " [%s] %d#master: ", kNames[static_cast<int>(level)],
+                     static_cast<int>(getpid()));
     }
     va_list ap;
     va_start(ap, fmt);

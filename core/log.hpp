@@ -29,8 +29,8 @@ bool enabled(Level level);
 
 }  // namespace tollgate::log
 
-#define TG_LOG(level, ...)                                                        \
-    do {                                                                          \
+#define TG_LOG(level, ...)                                                               \
+    do {                                                                                 \
         if (::tollgate::log::enabled(level)) ::tollgate::log::write(level, __VA_ARGS__); \
     } while (0)
 #define LOG_ERROR(...) TG_LOG(::tollgate::log::Level::Error, __VA_ARGS__)

@@ -54,7 +54,7 @@ struct Directive {
 };
 
 // What a phase handler tells the request runner.
-enum class [[nodiscard]] Verdict : uint8_t {
+enum class [[nodiscard]] Verdict : uint8_t{
     Next,     // this handler is done or does not apply; run the next one
     Respond,  // a response is set on the request; stop the phases and send it
     Suspend,  // waiting on I/O; the handler calls Request::resume() exactly once later
@@ -95,7 +95,7 @@ size_t module_index(const Module& m);
 
 // Handed to a directive handler: the directive's syntax node and the config object it writes.
 class DirectiveContext {
-public:
+  public:
     DirectiveContext(const conf::Node& node, GenerationBuilder& builder, ModuleConf* conf,
                      uint32_t context)
         : node(node), builder(builder), context(context), conf_(conf) {}
@@ -126,7 +126,7 @@ public:
     // The context this directive appeared in (one Context bit).
     const uint32_t context;
 
-private:
+  private:
     ModuleConf* conf_;
 };
 

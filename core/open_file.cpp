@@ -41,7 +41,9 @@ bool OpenFile::reopen(std::string& error) {
     return true;
 }
 
-bool OpenFile::chown_to(unsigned uid, unsigned gid) { return ::fchown(fd_, uid, gid) == 0; }
+bool OpenFile::chown_to(unsigned uid, unsigned gid) {
+    return ::fchown(fd_, uid, gid) == 0;
+}
 
 bool OpenFile::write(const char* data, size_t len) {
     while (len > 0) {

@@ -9,7 +9,7 @@
 namespace tollgate {
 
 class OpenFile {
-public:
+  public:
     explicit OpenFile(std::string path) : path_(std::move(path)) {}
     ~OpenFile();
     OpenFile(const OpenFile&) = delete;
@@ -25,20 +25,20 @@ public:
     const std::string& path() const { return path_; }
     int fd() const { return fd_; }
 
-private:
+  private:
     std::string path_;
     int fd_ = -1;
 };
 
 // The set of a generation's open files, deduplicated by path.
 class OpenFiles {
-public:
+  public:
     // Returns the file for `path`, opening it on first use. Throws std::runtime_error with the
     // system's reason when it cannot be opened.
     std::shared_ptr<OpenFile> get(const std::string& path);
     const std::vector<std::shared_ptr<OpenFile>>& all() const { return files_; }
 
-private:
+  private:
     std::vector<std::shared_ptr<OpenFile>> files_;
 };
 

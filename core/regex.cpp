@@ -18,9 +18,8 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, bool casel
                                             std::string& error) {
     int code = 0;
     PCRE2_SIZE offset = 0;
-    pcre2_code* re =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                      caseless ? PCRE2_CASELESS : 0, &code, &offset, nullptr);
+    pcre2_code* re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   caseless ? PCRE2_CASELESS : 0, &code, &offset, nullptr);
     if (re == nullptr) {
         PCRE2_UCHAR buf[256];
         pcre2_get_error_message(code, buf, sizeof(buf));
@@ -35,12 +34,14 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, bool casel
     return out;
 }
 
-Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+Regex::~Regex() {
+    pcre2_code_free(static_cast<pcre2_code*>(code_));
+}
 
 bool Regex::matches(std::string_view subject) const {
-    int rc = pcre2_match(static_cast<pcre2_code*>(code_),
-                         reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0, 0,
-                         thread_match_data(), nullptr);
+    int rc =
+        pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(subject.data()),
+                    subject.size(), 0, 0, thread_match_data(), nullptr);
     return rc >= 0;
 }
 

@@ -8,7 +8,7 @@
 namespace tollgate {
 
 class Regex {
-public:
+  public:
     // Compiles `pattern`; on failure returns nullptr and sets `error` to PCRE2's message.
     static std::shared_ptr<const Regex> compile(std::string_view pattern, bool caseless,
                                                 std::string& error);
@@ -20,7 +20,7 @@ public:
     bool matches(std::string_view subject) const;
     const std::string& pattern() const { return pattern_; }
 
-private:
+  private:
     Regex() = default;
     void* code_ = nullptr;  // pcre2_code*, kept opaque so pcre2.h stays out of headers
     std::string pattern_;

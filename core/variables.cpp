@@ -73,8 +73,8 @@ ComplexValue ComplexValue::compile(std::string_view text, const VariableRegistry
         std::string_view name;
         if (start < text.size() && text[start] == '{') {
             size_t close = text.find('}', start);
-            if (close == std::string_view::npos) where.fail("the closing bracket in \"" +
-                                                           std::string(text) + "\" is missing");
+            if (close == std::string_view::npos)
+                where.fail("the closing bracket in \"" + std::string(text) + "\" is missing");
             name = text.substr(start + 1, close - start - 1);
             i = close + 1;
         } else {

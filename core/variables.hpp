@@ -39,7 +39,7 @@ struct VariableRef {
 };
 
 class VariableRegistry {
-public:
+  public:
     // Adds a variable; a later add of the same name replaces the getter (set/map define
     // user variables this way). Returns its index.
     uint32_t add(std::string name, VariableGetter get, uintptr_t data = 0, bool cacheable = true);
@@ -49,7 +49,7 @@ public:
     const VariableDef& at(uint32_t index) const { return defs_[index]; }
     size_t size() const { return defs_.size(); }
 
-private:
+  private:
     std::vector<VariableDef> defs_;
 };
 
@@ -58,7 +58,7 @@ std::string_view evaluate_variable(http::Request& r, const VariableRef& ref);
 
 // A string with variables, compiled at load.
 class ComplexValue {
-public:
+  public:
     ComplexValue() = default;
     // Compiles `text`; throws conf::ConfigError at `where` for an unknown variable or a bad
     // "${" reference.
@@ -66,10 +66,12 @@ public:
                                 const conf::Node& where);
     // The value for this request; allocated in the request's arena when not a plain literal.
     std::string_view evaluate(http::Request& r) const;
-    bool is_literal() const { return segments_.size() <= 1 && (segments_.empty() || !segments_[0].variable); }
+    bool is_literal() const {
+        return segments_.size() <= 1 && (segments_.empty() || !segments_[0].variable);
+    }
     const std::string& source() const { return source_; }
 
-private:
+  private:
     struct Segment {
         bool variable = false;
         std::string literal;

@@ -14,7 +14,7 @@
 namespace tollgate::master {
 
 class Listeners {
-public:
+  public:
     ~Listeners();
     // Makes sure a socket exists for every listen of `gen` and every slot below `slots`.
     // Returns false with `error` set when a socket cannot be opened; nothing is closed then.
@@ -26,7 +26,7 @@ public:
     // Every fd (a worker closes those that are not its own).
     std::vector<int> all_fds() const;
 
-private:
+  private:
     std::map<std::pair<std::string, int>, int> fds_;  // (address text, slot) -> fd
 };
 

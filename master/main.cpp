@@ -169,9 +169,9 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tollgate: [emerg] %s\n", e.what());
         if (test) {
-            std::fprintf(stderr, "tollgate: configuration file %s test failed\n",
-                         options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH
-                                                   : options.conf_path.c_str());
+            std::fprintf(
+                stderr, "tollgate: configuration file %s test failed\n",
+                options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH : options.conf_path.c_str());
         }
         return 1;
     }

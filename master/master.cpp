@@ -114,7 +114,8 @@ pid_t Master::spawn(int slot, const std::shared_ptr<const ConfigGeneration>& gen
     }
     if (drop_privileges_) {
         if (setgid(gid_) != 0 || initgroups(user_name_.c_str(), gid_) != 0 || setuid(uid_) != 0) {
-            LOG_ERROR("cannot switch to user \"%s\" (%s)", user_name_.c_str(), std::strerror(errno));
+            LOG_ERROR("cannot switch to user \"%s\" (%s)", user_name_.c_str(),
+                      std::strerror(errno));
             _exit(2);
         }
         prctl(PR_SET_DUMPABLE, 1);

@@ -16,13 +16,13 @@
 namespace tollgate::master {
 
 class Master {
-public:
+  public:
     Master(std::shared_ptr<const ConfigGeneration> generation, BuildOptions options,
            std::string cmdline_error_log);
     // Runs until the workers are gone after QUIT or TERM. Returns the exit code.
     int run();
 
-private:
+  private:
     struct WorkerProc {
         pid_t pid;
         int slot;

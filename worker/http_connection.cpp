@@ -64,7 +64,8 @@ std::string_view format_http_time(std::pmr::string& out, int64_t t) {
 // The host part of a Host value: no port, lowercased, into `out`.
 std::string_view host_for_lookup(std::string_view host, std::array<char, 256>& out) {
     if (!host.empty() && host.front() != '[') {
-        if (size_t colon = host.rfind(':'); colon != std::string_view::npos) host = host.substr(0, colon);
+        if (size_t colon = host.rfind(':'); colon != std::string_view::npos)
+            host = host.substr(0, colon);
     }
     if (host.size() > out.size()) host = host.substr(0, out.size());
     for (size_t i = 0; i < host.size(); ++i) {
@@ -74,7 +75,9 @@ std::string_view host_for_lookup(std::string_view host, std::array<char, 256>& o
     return {out.data(), host.size()};
 }
 
-bool status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
+bool status_has_body(int status) {
+    return status >= 200 && status != 204 && status != 304;
+}
 
 }  // namespace
 
@@ -142,12 +145,15 @@ void HttpConnection::on_read(bufferevent*, void* arg) {
     auto* self = static_cast<HttpConnection*>(arg);
     switch (self->state_) {
         case State::Idle:
-        case State::ReadingHead: self->read_head(); break;
+        case State::ReadingHead:
+            self->read_head();
+            break;
         case State::Discarding:
             if (self->discard_body()) self->next_request();
             break;
         case State::Processing:
-        case State::Writing: break;  // pipelined bytes wait; the watermark bounds them
+        case State::Writing:
+            break;  // pipelined bytes wait; the watermark bounds them
     }
 }
 
@@ -157,15 +163,19 @@ void HttpConnection::read_head() {
     if (len == 0) return;
     if (state_ == State::Idle) {
         set_state(State::ReadingHead);
-        const auto& sc =
-            socket_.listen->default_server->srv_conf<http::HttpCoreServerConf>(http::http_core_index());
+        const auto& sc = socket_.listen->default_server->srv_conf<http::HttpCoreServerConf>(
+            http::http_core_index());
         arm_timer(http::client_header_timeout_ms(sc));
     }
     auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, -1));
     switch (scanner_.scan(std::string_view(data, len))) {
-        case http::HeadScanner::Status::NeedMore: return;
-        case http::HeadScanner::Status::Error: fail_request(scanner_.error_status()); return;
-        case http::HeadScanner::Status::Complete: break;
+        case http::HeadScanner::Status::NeedMore:
+            return;
+        case http::HeadScanner::Status::Error:
+            fail_request(scanner_.error_status());
+            return;
+        case http::HeadScanner::Status::Complete:
+            break;
     }
     size_t head_len = scanner_.head_length();
     new_request();
@@ -208,7 +218,8 @@ void HttpConnection::begin_request(std::string_view head_bytes) {
     r.location = r.server->find_location(r.uri);
     r.header_only = r.head.method == http::Method::Head;
     body_framing_ = r.head.framing;
-    body_remaining_ = r.head.framing == http::BodyFraming::ContentLength ? r.head.content_length : 0;
+    body_remaining_ =
+        r.head.framing == http::BodyFraming::ContentLength ? r.head.content_length : 0;
     if (body_framing_ == http::BodyFraming::ContentLength && body_remaining_ == 0) {
         body_framing_ = http::BodyFraming::None;
     }
@@ -344,7 +355,7 @@ void HttpConnection::send_response() {
     if (has_body) {
         head += "Content-Length: ";
         head += std::to_string(r.content_length >= 0 ? static_cast<uint64_t>(r.content_length)
-                                                      : body_len);
+                                                     : body_len);
         head += "\r\n";
     }
     if (r.last_modified >= 0) {
@@ -386,7 +397,8 @@ void HttpConnection::send_response() {
     r.bytes_sent += r.body_bytes_sent;
     set_state(State::Writing);
     uint64_t send_ms = core.send_timeout_ms.value_or(60000);
-    timeval tv{static_cast<time_t>(send_ms / 1000), static_cast<suseconds_t>((send_ms % 1000) * 1000)};
+    timeval tv{static_cast<time_t>(send_ms / 1000),
+               static_cast<suseconds_t>((send_ms % 1000) * 1000)};
     bufferevent_set_timeouts(bev_, nullptr, &tv);
     if (evbuffer_get_length(out) == 0) response_sent();
 }
@@ -436,7 +448,8 @@ bool HttpConnection::discard_body() {
         for (;;) {
             evbuffer_iovec vec;
             if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1 || vec.iov_len == 0) return false;
-            auto step = chunked_.next(std::string_view(static_cast<char*>(vec.iov_base), vec.iov_len));
+            auto step =
+                chunked_.next(std::string_view(static_cast<char*>(vec.iov_base), vec.iov_len));
             evbuffer_drain(in, step.framing + step.data);
             req_->request_length += step.framing + step.data;
             if (step.status == http::ChunkedDecoder::Status::Error) {
@@ -463,7 +476,8 @@ void HttpConnection::next_request() {
     } else {
         const auto* loc = socket_.listen->default_server->defaults.get();
         const auto& core = loc->confs[http::http_core_index()];
-        arm_timer(static_cast<const http::HttpCoreLocConf&>(*core).keepalive_timeout_ms.value_or(75000));
+        arm_timer(
+            static_cast<const http::HttpCoreLocConf&>(*core).keepalive_timeout_ms.value_or(75000));
     }
     if (evbuffer_get_length(bufferevent_get_input(bev_)) > 0) read_head();
 }

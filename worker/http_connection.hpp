@@ -19,7 +19,7 @@ class Worker;
 struct ListenSocket;
 
 class HttpConnection final : public http::RequestDriver {
-public:
+  public:
     HttpConnection(Worker& worker, int fd, const ListenSocket& socket, uint64_t number);
     ~HttpConnection();
     HttpConnection(const HttpConnection&) = delete;
@@ -38,7 +38,7 @@ public:
     HttpConnection* prev = nullptr;
     HttpConnection* next = nullptr;
 
-private:
+  private:
     enum class State : uint8_t { Idle, ReadingHead, Processing, Writing, Discarding };
 
     static void on_read(bufferevent* bev, void* arg);

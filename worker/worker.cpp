@@ -124,7 +124,9 @@ void Worker::connection_closed(HttpConnection* c) {
 void Worker::on_signal(int sig, short, void* arg) {
     auto* w = static_cast<Worker*>(arg);
     switch (sig) {
-        case SIGQUIT: w->begin_graceful_shutdown(); break;
+        case SIGQUIT:
+            w->begin_graceful_shutdown();
+            break;
         case SIGTERM:
         case SIGINT:
             w->draining_ = true;
@@ -138,7 +140,8 @@ void Worker::on_signal(int sig, short, void* arg) {
             }
             break;
         }
-        default: break;  // HUP and WINCH are the master's
+        default:
+            break;  // HUP and WINCH are the master's
     }
 }
 

@@ -34,7 +34,7 @@ int run_worker(const WorkerParams& params);
 inline constexpr uint64_t kDrainIdleGraceMs = 1000;
 
 class Worker {
-public:
+  public:
     explicit Worker(const WorkerParams& params);
     ~Worker();
     int run();
@@ -44,7 +44,7 @@ public:
     bool draining() const { return draining_; }
     void connection_closed(HttpConnection* c);
 
-private:
+  private:
     static void on_accept(int fd, short what, void* arg);
     static void on_signal(int sig, short what, void* arg);
     static void on_shutdown_timeout(int fd, short what, void* arg);

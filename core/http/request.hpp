@@ -50,15 +50,15 @@ class Request;
 
 // The worker side of a request: what a suspended handler's resume() reaches.
 class RequestDriver {
-public:
+  public:
     virtual void resume(Request& r, Verdict v) = 0;
 
-protected:
+  protected:
     ~RequestDriver() = default;
 };
 
 class Request {
-public:
+  public:
     Request(std::pmr::memory_resource* arena, const ConfigGeneration& generation,
             const ConnectionInfo& conn, int64_t start_usec);
     ~Request();

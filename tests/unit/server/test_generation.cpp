@@ -16,7 +16,7 @@ namespace tollgate {
 namespace {
 
 class GenerationTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         char tmpl[] = "/tmp/tollgate-gen-XXXXXX";
         dir_ = mkdtemp(tmpl);
@@ -129,8 +129,9 @@ TEST_F(GenerationTest, DuplicateDefaultServerIsRejected) {
 }
 
 TEST_F(GenerationTest, CoreDirectives) {
-    std::ofstream(dir_ + "/t.conf") << "worker_processes 3; pid run.pid; events { worker_connections 77; }\n"
-                                       "http { server { listen 127.0.0.1:1; } }";
+    std::ofstream(dir_ + "/t.conf")
+        << "worker_processes 3; pid run.pid; events { worker_connections 77; }\n"
+           "http { server { listen 127.0.0.1:1; } }";
     BuildOptions o;
     o.prefix = dir_;
     o.conf_path = "t.conf";
