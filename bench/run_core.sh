@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
-bash scripts/setup.sh bench >/dev/null
+BUILD_TARGET=tollgate bash scripts/setup.sh bench >/dev/null
 
 work=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
 chmod 755 "$work"

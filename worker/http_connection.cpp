@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,6 +23,12 @@ namespace {
 
 // Extra input allowed beyond the head limit, so the scanner can see that a head is too long.
 constexpr size_t kReadSlack = 16384;
+// nginx's lingering_time and lingering_timeout: the longest a closing connection keeps reading,
+// and the longest it waits for the next bytes.
+constexpr uint64_t kLingeringTimeMs = 30000;
+constexpr uint64_t kLingeringTimeoutMs = 5000;
+// Pipelined requests answered from one read, recursively, before yielding to the loop.
+constexpr int kMaxPipelineRecursion = 16;
 
 void format_addr(const sockaddr_storage& ss, std::array<char, 48>& text, uint16_t& port) {
     if (ss.ss_family == AF_INET6) {
@@ -82,7 +87,10 @@ bool status_has_body(int status) {
 }  // namespace
 
 HttpConnection::HttpConnection(Worker& worker, int fd, const ListenSocket& socket, uint64_t number)
-    : worker_(worker), socket_(socket), scanner_(http::HeadLimits{}) {
+    : worker_(worker),
+      socket_(socket),
+      stream_(worker.base(), fd, *this),
+      scanner_(http::HeadLimits{}) {
     const http::Server* server = socket.listen->default_server;
     const auto& sc = server->srv_conf<http::HttpCoreServerConf>(http::http_core_index());
     limits_ = http::header_limits(sc);
@@ -99,23 +107,22 @@ HttpConnection::HttpConnection(Worker& worker, int fd, const ListenSocket& socke
     }
     info_.remote_addr = remote_text_.data();
     info_.server_addr = local_text_.data();
-    bev_ = bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE);
     timer_ = evtimer_new(worker.base(), on_timer, this);
+    resume_ev_ = event_new(worker.base(), -1, 0, on_resume, this);
 }
 
 HttpConnection::~HttpConnection() {
     req_.reset();
     if (timer_ != nullptr) event_free(timer_);
-    if (bev_ != nullptr) bufferevent_free(bev_);
+    if (resume_ev_ != nullptr) event_free(resume_ev_);
 }
 
 bool HttpConnection::start() {
-    if (bev_ == nullptr || timer_ == nullptr) return false;
+    if (!stream_.ok() || timer_ == nullptr || resume_ev_ == nullptr) return false;
     int one = 1;
-    setsockopt(bufferevent_getfd(bev_), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    bufferevent_setcb(bev_, on_read, on_write, on_event, this);
-    bufferevent_setwatermark(bev_, EV_READ, 0, limits_.max_head + kReadSlack);
-    bufferevent_enable(bev_, EV_READ | EV_WRITE);
+    setsockopt(stream_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    stream_.set_read_limit(limits_.max_head + kReadSlack);
+    stream_.resume_reading();
     const http::Server* server = socket_.listen->default_server;
     arm_timer(http::client_header_timeout_ms(
         server->srv_conf<http::HttpCoreServerConf>(http::http_core_index())));
@@ -129,7 +136,7 @@ void HttpConnection::arm_timer(uint64_t ms) {
 
 void HttpConnection::drain() {
     draining_ = true;
-    if (state_ == State::Idle && evbuffer_get_length(bufferevent_get_input(bev_)) == 0) {
+    if (state_ == State::Idle && evbuffer_get_length(stream_.input()) == 0) {
         arm_timer(kDrainIdleGraceMs);
     }
 }
@@ -141,24 +148,51 @@ void HttpConnection::close() {
 
 // ---- reading ---------------------------------------------------------------------------------
 
-void HttpConnection::on_read(bufferevent*, void* arg) {
-    auto* self = static_cast<HttpConnection*>(arg);
-    switch (self->state_) {
+void HttpConnection::on_readable() {
+    switch (state_) {
         case State::Idle:
         case State::ReadingHead:
-            self->read_head();
+            read_head();
             break;
         case State::Discarding:
-            if (self->discard_body()) self->next_request();
+            if (discard_body()) next_request();
             break;
         case State::Processing:
         case State::Writing:
-            break;  // pipelined bytes wait; the watermark bounds them
+            break;  // pipelined bytes wait; the stream's read limit bounds them
+        case State::Lingering:
+            evbuffer_drain(stream_.input(), evbuffer_get_length(stream_.input()));
+            if (http::now_usec() >= linger_deadline_usec_) {
+                close();
+                return;
+            }
+            arm_timer(kLingeringTimeoutMs);
+            stream_.resume_reading();
+            break;
     }
 }
 
+// Closes after the last response the way nginx's lingering_close does: half-close, then read and
+// drop what the client still sends until it closes too (or a bound passes). Closing a socket that
+// has unread input makes the kernel send RST, which can destroy response bytes the client has not
+// read yet.
+void HttpConnection::linger() {
+    if (peer_closed_) {
+        close();
+        return;
+    }
+    stream_.shutdown_write();
+    set_state(State::Lingering);
+    req_.reset();
+    arena_.reset();
+    linger_deadline_usec_ = http::now_usec() + kLingeringTimeMs * 1000;
+    evbuffer_drain(stream_.input(), evbuffer_get_length(stream_.input()));
+    arm_timer(kLingeringTimeoutMs);
+    stream_.resume_reading();
+}
+
 void HttpConnection::read_head() {
-    evbuffer* in = bufferevent_get_input(bev_);
+    evbuffer* in = stream_.input();
     size_t len = evbuffer_get_length(in);
     if (len == 0) return;
     if (state_ == State::Idle) {
@@ -279,12 +313,13 @@ void HttpConnection::run_phases(size_t phase, size_t step) {
         }
         if (!responded) (void)r.respond_error(404);
         if (!r.redirect_pending()) break;
+        std::string_view named = r.named_target();
         r.clear_redirect();
-        if (!r.uri.empty() && r.uri.front() == '@') {
-            auto it = r.server->named.find(r.uri);
+        if (!named.empty()) {
+            auto it = r.server->named.find(named);
             if (it == r.server->named.end()) {
-                LOG_ERROR("named location \"%.*s\" not found", static_cast<int>(r.uri.size()),
-                          r.uri.data());
+                LOG_ERROR("named location \"%.*s\" not found", static_cast<int>(named.size()),
+                          named.data());
                 r.in_error_page = true;
                 (void)r.respond_error(500);
                 break;
@@ -325,9 +360,9 @@ void HttpConnection::send_response() {
         return;
     }
     const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
-    uint64_t keepalive_ms = core.keepalive_timeout_ms.value_or(75000);
+    keepalive_ms_ = core.keepalive_timeout_ms.value_or(75000);
     uint64_t keepalive_max = core.keepalive_requests.value_or(1000);
-    if (!r.head.keep_alive || draining_ || worker_.draining() || keepalive_ms == 0 ||
+    if (!r.head.keep_alive || draining_ || worker_.draining() || keepalive_ms_ == 0 ||
         info_.requests >= keepalive_max) {
         r.keep_alive = false;
     }
@@ -377,7 +412,7 @@ void HttpConnection::send_response() {
     }
     head += "\r\n";
 
-    evbuffer* out = bufferevent_get_output(bev_);
+    evbuffer* out = stream_.output();
     evbuffer_add(out, head.data(), head.size());
     r.bytes_sent = head.size();
     bool send_body = has_body && !r.header_only;
@@ -396,32 +431,22 @@ void HttpConnection::send_response() {
     }
     r.bytes_sent += r.body_bytes_sent;
     set_state(State::Writing);
-    uint64_t send_ms = core.send_timeout_ms.value_or(60000);
-    timeval tv{static_cast<time_t>(send_ms / 1000),
-               static_cast<suseconds_t>((send_ms % 1000) * 1000)};
-    bufferevent_set_timeouts(bev_, nullptr, &tv);
-    if (evbuffer_get_length(out) == 0) response_sent();
+    // Last statement: once the output drains, on_drained() may finish and free this request.
+    stream_.flush(core.send_timeout_ms.value_or(60000));
 }
 
-void HttpConnection::on_write(bufferevent*, void* arg) {
-    auto* self = static_cast<HttpConnection*>(arg);
-    if (self->state_ == State::Writing &&
-        evbuffer_get_length(bufferevent_get_output(self->bev_)) == 0) {
-        self->response_sent();
-    }
+void HttpConnection::on_drained() {
+    if (state_ == State::Writing) response_sent();
 }
 
 void HttpConnection::response_sent() {
     http::Request& r = *req_;
-    bufferevent_set_timeouts(bev_, nullptr, nullptr);
     r.end_usec = http::now_usec();
     for (const auto& step : r.location->phases[static_cast<size_t>(Phase::Log)]) {
         (void)step.handler(r, step.data);
     }
     if (!r.keep_alive || peer_closed_) {
-        // Half-close and let the client see the whole response before the socket goes away.
-        shutdown(bufferevent_getfd(bev_), SHUT_WR);
-        close();
+        linger();
         return;
     }
     if (body_framing_ != http::BodyFraming::None) {
@@ -437,7 +462,8 @@ void HttpConnection::response_sent() {
 // Reads and drops request body bytes. Returns true once the whole body is gone; closes the
 // connection (and returns false) on a framing error.
 bool HttpConnection::discard_body() {
-    evbuffer* in = bufferevent_get_input(bev_);
+    evbuffer* in = stream_.input();
+    stream_.resume_reading();  // whatever we drain below makes room
     if (body_framing_ == http::BodyFraming::ContentLength) {
         size_t n = std::min<uint64_t>(body_remaining_, evbuffer_get_length(in));
         evbuffer_drain(in, n);
@@ -474,35 +500,51 @@ void HttpConnection::next_request() {
         draining_ = true;
         arm_timer(kDrainIdleGraceMs);
     } else {
-        const auto* loc = socket_.listen->default_server->defaults.get();
-        const auto& core = loc->confs[http::http_core_index()];
-        arm_timer(
-            static_cast<const http::HttpCoreLocConf&>(*core).keepalive_timeout_ms.value_or(75000));
+        arm_timer(keepalive_ms_);
     }
-    if (evbuffer_get_length(bufferevent_get_input(bev_)) > 0) read_head();
+    stream_.resume_reading();
+    if (evbuffer_get_length(stream_.input()) == 0) return;
+    // Pipelined requests are answered recursively from here; past a bound, continue from the
+    // loop instead of growing the stack. The depth is per process (workers are single-threaded)
+    // because this connection may be gone when read_head() returns.
+    static int depth = 0;
+    if (depth >= kMaxPipelineRecursion) {
+        event_active(resume_ev_, EV_TIMEOUT, 1);
+        return;
+    }
+    ++depth;
+    read_head();
+    --depth;
+}
+
+void HttpConnection::on_resume(int, short, void* arg) {
+    auto* self = static_cast<HttpConnection*>(arg);
+    if (self->state_ == State::Idle) self->read_head();
 }
 
 // ---- events ----------------------------------------------------------------------------------
 
-void HttpConnection::on_event(bufferevent*, short what, void* arg) {
-    auto* self = static_cast<HttpConnection*>(arg);
-    if ((what & BEV_EVENT_EOF) != 0 && self->state_ == State::Processing) {
-        // The client half-closed after sending its request: finish the response first.
-        self->peer_closed_ = true;
+void HttpConnection::on_stream_event(StreamEvent e) {
+    if (state_ == State::Lingering) {
+        close();
         return;
     }
-    if ((what & BEV_EVENT_TIMEOUT) != 0) {
-        LOG_INFO("client timed out, client: %s", self->info_.remote_addr.data());
+    if (e == StreamEvent::Eof && (state_ == State::Processing || state_ == State::Writing)) {
+        // The client half-closed after sending its request: finish the response first.
+        peer_closed_ = true;
+        return;
     }
-    if (self->req_ && self->state_ == State::Writing) {
+    if (e == StreamEvent::WriteTimeout) {
+        LOG_INFO("client timed out (send_timeout), client: %s", info_.remote_addr.data());
+    }
+    if (req_ && state_ == State::Writing) {
         // The response did not complete; still log it.
-        self->req_->end_usec = http::now_usec();
-        self->req_->status = self->req_->status == 0 ? 499 : self->req_->status;
-        for (const auto& step : self->req_->location->phases[static_cast<size_t>(Phase::Log)]) {
-            (void)step.handler(*self->req_, step.data);
+        req_->end_usec = http::now_usec();
+        for (const auto& step : req_->location->phases[static_cast<size_t>(Phase::Log)]) {
+            (void)step.handler(*req_, step.data);
         }
     }
-    self->close();
+    close();
 }
 
 void HttpConnection::on_timer(int, short, void* arg) {

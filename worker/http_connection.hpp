@@ -9,8 +9,8 @@
 #include "core/http/chunked.hpp"
 #include "core/http/request.hpp"
 #include "core/http/request_head.hpp"
+#include "worker/socket_stream.hpp"
 
-struct bufferevent;
 struct event;
 
 namespace tollgate::worker {
@@ -18,7 +18,7 @@ namespace tollgate::worker {
 class Worker;
 struct ListenSocket;
 
-class HttpConnection final : public http::RequestDriver {
+class HttpConnection final : public http::RequestDriver, private StreamHandler {
   public:
     HttpConnection(Worker& worker, int fd, const ListenSocket& socket, uint64_t number);
     ~HttpConnection();
@@ -39,12 +39,13 @@ class HttpConnection final : public http::RequestDriver {
     HttpConnection* next = nullptr;
 
   private:
-    enum class State : uint8_t { Idle, ReadingHead, Processing, Writing, Discarding };
+    enum class State : uint8_t { Idle, ReadingHead, Processing, Writing, Discarding, Lingering };
 
-    static void on_read(bufferevent* bev, void* arg);
-    static void on_write(bufferevent* bev, void* arg);
-    static void on_event(bufferevent* bev, short what, void* arg);
+    void on_readable() override;
+    void on_drained() override;
+    void on_stream_event(StreamEvent e) override;
     static void on_timer(int fd, short what, void* arg);
+    static void on_resume(int fd, short what, void* arg);
 
     void read_head();
     void begin_request(std::string_view head_bytes);
@@ -53,6 +54,7 @@ class HttpConnection final : public http::RequestDriver {
     void response_sent();
     bool discard_body();
     void next_request();
+    void linger();
     void fail_request(int status);
     void new_request();
     void arm_timer(uint64_t ms);
@@ -60,11 +62,14 @@ class HttpConnection final : public http::RequestDriver {
 
     Worker& worker_;
     const ListenSocket& socket_;
-    bufferevent* bev_ = nullptr;
+    SocketStream stream_;
     event* timer_ = nullptr;
+    event* resume_ev_ = nullptr;  // continues a long pipelined burst from the loop
     State state_ = State::Idle;
     bool draining_ = false;
     bool peer_closed_ = false;
+    int64_t linger_deadline_usec_ = 0;
+    uint64_t keepalive_ms_ = 75000;  // the last request's location's keepalive_timeout
 
     http::HeadLimits limits_;
     http::HeadScanner scanner_;

@@ -92,6 +92,8 @@ void append_json_string(std::pmr::string& out, std::string_view s) {
 }  // namespace
 
 Verdict Request::respond_error(int st, std::string_view message) {
+    // An error while serving an error page stands on its own (nginx resets err_status too).
+    if (in_error_page) error_page_status = 0;
     if (location != nullptr && !in_error_page) {
         const auto& core = loc_conf<HttpCoreLocConf>(http_core_index());
         if (const ErrorPage* page = core.error_page_for(st)) {
@@ -109,7 +111,10 @@ Verdict Request::respond_error(int st, std::string_view message) {
                 path = target.substr(0, q);
                 query = target.substr(q + 1);
             }
-            if (head.method != Method::Head) head.method = Method::Get;  // as nginx
+            if (head.method != Method::Head) {  // as nginx: the error page is fetched with GET
+                head.method = Method::Get;
+                head.method_name = "GET";
+            }
             return internal_redirect(path, query);
         }
     }
@@ -141,12 +146,18 @@ void Request::add_header(std::string_view name, std::string_view value) {
 Verdict Request::internal_redirect(std::string_view new_uri, std::string_view new_args) {
     if (++redirects > 10) {
         redirect_pending_ = false;
+        named_target_ = {};
         in_error_page = true;  // no error_page for a loop
         return respond_error(500, "rewrite or internal redirection cycle");
     }
+    redirect_pending_ = true;
+    if (!new_uri.empty() && new_uri.front() == '@') {
+        named_target_ = copy(new_uri);  // a named location keeps $uri and $args, as nginx
+        return Verdict::Respond;
+    }
+    named_target_ = {};
     uri = copy(new_uri);
     args = copy(new_args);
-    redirect_pending_ = true;
     if (variable_cache_ != nullptr) {
         std::memset(static_cast<void*>(variable_cache_), 0,
                     sizeof(CachedValue) * variables().size());

@@ -120,7 +120,12 @@ class Request {
     Verdict internal_redirect(std::string_view uri, std::string_view args);
     // True while an internal redirect waits to be carried out by the runner.
     bool redirect_pending() const { return redirect_pending_; }
-    void clear_redirect() { redirect_pending_ = false; }
+    // The "@name" of a pending redirect to a named location, else empty.
+    std::string_view named_target() const { return named_target_; }
+    void clear_redirect() {
+        redirect_pending_ = false;
+        named_target_ = {};
+    }
     // Continues a request whose handler returned Verdict::Suspend: `v` is what that handler
     // would have returned. Called exactly once per Suspend, from the event loop.
     void resume(Verdict v) { driver->resume(*this, v); }
@@ -144,6 +149,7 @@ class Request {
 
   private:
     bool redirect_pending_ = false;
+    std::string_view named_target_;
     std::string_view request_id_;
     CachedValue* variable_cache_ = nullptr;
 };

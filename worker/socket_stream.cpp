@@ -1,0 +1,141 @@
+#include "worker/socket_stream.hpp"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace tollgate::worker {
+
+namespace {
+// The most read in one readv(): big enough for a pipelined burst, small enough to stay in cache.
+constexpr size_t kReadChunk = 16384;
+}  // namespace
+
+SocketStream::SocketStream(event_base* base, int fd, StreamHandler& handler)
+    : fd_(fd), handler_(handler) {
+    input_ = evbuffer_new();
+    output_ = evbuffer_new();
+    read_ev_ = event_new(base, fd, EV_READ | EV_PERSIST, on_read_ready, this);
+    write_ev_ = event_new(base, fd, EV_WRITE | EV_PERSIST, on_write_ready, this);
+}
+
+SocketStream::~SocketStream() {
+    if (read_ev_ != nullptr) event_free(read_ev_);
+    if (write_ev_ != nullptr) event_free(write_ev_);
+    if (input_ != nullptr) evbuffer_free(input_);
+    if (output_ != nullptr) evbuffer_free(output_);
+    ::close(fd_);
+}
+
+void SocketStream::resume_reading() {
+    if (reading_ || eof_ || evbuffer_get_length(input_) >= read_limit_) return;
+    reading_ = true;
+    event_add(read_ev_, nullptr);
+}
+
+void SocketStream::stop_reading() {
+    if (!reading_) return;
+    reading_ = false;
+    event_del(read_ev_);
+}
+
+void SocketStream::on_read_ready(int, short, void* arg) {
+    static_cast<SocketStream*>(arg)->read_once();
+}
+
+void SocketStream::read_once() {
+    size_t have = evbuffer_get_length(input_);
+    if (have >= read_limit_) {
+        stop_reading();
+        return;
+    }
+    size_t want = std::min(kReadChunk, read_limit_ - have);
+    evbuffer_iovec vec[2];
+    int n = evbuffer_reserve_space(input_, static_cast<ev_ssize_t>(want), vec, 2);
+    if (n <= 0) {
+        handler_.on_stream_event(StreamEvent::Error);
+        return;
+    }
+    iovec iov[2];
+    size_t room = 0;
+    for (int i = 0; i < n; ++i) {
+        iov[i].iov_base = vec[i].iov_base;
+        iov[i].iov_len = std::min(vec[i].iov_len, want - room);
+        room += iov[i].iov_len;
+    }
+    ssize_t got = ::readv(fd_, iov, n);
+    if (got < 0) {
+        evbuffer_commit_space(input_, vec, 0);
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        handler_.on_stream_event(StreamEvent::Error);
+        return;
+    }
+    if (got == 0) {
+        evbuffer_commit_space(input_, vec, 0);
+        eof_ = true;
+        stop_reading();
+        handler_.on_stream_event(StreamEvent::Eof);
+        return;
+    }
+    size_t left = static_cast<size_t>(got);
+    for (int i = 0; i < n; ++i) {
+        vec[i].iov_len = std::min(iov[i].iov_len, left);
+        left -= vec[i].iov_len;
+    }
+    evbuffer_commit_space(input_, vec, n);
+    if (evbuffer_get_length(input_) >= read_limit_) stop_reading();
+    handler_.on_readable();
+}
+
+bool SocketStream::write_now() {
+    while (evbuffer_get_length(output_) > 0) {
+        int n = evbuffer_write(output_, fd_);  // writev(), or sendfile() for file segments
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
+            return false;
+        }
+        if (n == 0) return true;
+    }
+    return true;
+}
+
+bool SocketStream::flush(uint64_t timeout_ms) {
+    write_timeout_ms_ = timeout_ms;
+    if (!write_now()) {
+        handler_.on_stream_event(StreamEvent::Error);
+        return false;
+    }
+    if (evbuffer_get_length(output_) == 0) {
+        if (writing_) {
+            writing_ = false;
+            event_del(write_ev_);
+        }
+        handler_.on_drained();
+        return true;
+    }
+    timeval tv{static_cast<time_t>(timeout_ms / 1000),
+               static_cast<suseconds_t>((timeout_ms % 1000) * 1000)};
+    writing_ = true;
+    event_add(write_ev_, &tv);  // also re-arms the timeout after progress
+    return true;
+}
+
+void SocketStream::on_write_ready(int, short what, void* arg) {
+    auto* self = static_cast<SocketStream*>(arg);
+    if ((what & EV_TIMEOUT) != 0) {
+        self->handler_.on_stream_event(StreamEvent::WriteTimeout);
+        return;
+    }
+    self->flush(self->write_timeout_ms_);
+}
+
+void SocketStream::shutdown_write() {
+    ::shutdown(fd_, SHUT_WR);
+}
+
+}  // namespace tollgate::worker
