@@ -376,7 +376,9 @@ void HttpConnection::send_response() {
     head += std::to_string(r.status);
     head += ' ';
     head += http::reason_phrase(r.status);
-    head += "\r\nServer: tollgate\r\nDate: ";
+    head += core.server_tokens.value_or(true) ? "\r\nServer: tollgate/" TOLLGATE_VERSION
+                                                "\r\nDate: "
+                                              : "\r\nServer: tollgate\r\nDate: ";
     head += http_date();
     head += "\r\n";
     if (!r.content_type.empty() && has_body) {

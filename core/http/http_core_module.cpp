@@ -177,6 +177,19 @@ void default_type(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).default_type, ctx.arg(0));
 }
 
+void server_tokens(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).server_tokens, ctx.flag_arg(0));
+}
+
+// Tuning knobs of nginx's implementation that have no counterpart here: the value is checked and
+// otherwise has no effect (see the header comment).
+void compat_flag(DirectiveContext& ctx) {
+    (void)ctx.flag_arg(0);
+}
+void compat_size(DirectiveContext& ctx) {
+    (void)ctx.size_arg(0);
+}
+
 void error_page(DirectiveContext& ctx) {
     size_t n = ctx.nargs();
     ErrorPage page;
@@ -249,6 +262,7 @@ void merge_location(const ModuleConf& p, ModuleConf& c) {
     inherit(child.keepalive_requests, parent.keepalive_requests);
     inherit(child.error_pages, parent.error_pages);
     inherit(child.default_type, parent.default_type);
+    inherit(child.server_tokens, parent.server_tokens);
     if (!child.types) child.types = parent.types;
 }
 
@@ -331,6 +345,15 @@ constexpr Directive kDirectives[] = {
     {"error_page", kHttpServerLocation, 2, kUnlimitedArgs, false, ConfScope::Location, error_page},
     {"types", kHttpServerLocation, 0, 0, true, ConfScope::Location, types_block},
     {"default_type", kHttpServerLocation, 1, 1, false, ConfScope::Location, default_type},
+    {"server_tokens", kHttpServerLocation, 1, 1, false, ConfScope::Location, server_tokens},
+    {"sendfile", kHttpServerLocation, 1, 1, false, ConfScope::None, compat_flag},
+    {"tcp_nopush", kHttpServerLocation, 1, 1, false, ConfScope::None, compat_flag},
+    {"tcp_nodelay", kHttpServerLocation, 1, 1, false, ConfScope::None, compat_flag},
+    {"types_hash_max_size", kHttpServerLocation, 1, 1, false, ConfScope::None, compat_size},
+    {"types_hash_bucket_size", kHttpServerLocation, 1, 1, false, ConfScope::None, compat_size},
+    {"server_names_hash_max_size", kHttpContext, 1, 1, false, ConfScope::None, compat_size},
+    {"server_names_hash_bucket_size", kHttpContext, 1, 1, false, ConfScope::None, compat_size},
+    {"client_header_buffer_size", kHttpServer, 1, 1, false, ConfScope::None, compat_size},
 };
 
 }  // namespace

@@ -14,6 +14,12 @@
 //   error_page CODE ... [=[CODE]] URI         http, server, location
 //   types { TYPE EXT ...; }                   http, server, location
 //   default_type TYPE                         http, server, location (text/plain)
+//   server_tokens on|off                      http, server, location (on: "Server: tollgate/V")
+//   sendfile, tcp_nopush, tcp_nodelay on|off; types_hash_max_size, types_hash_bucket_size,
+//   server_names_hash_max_size, server_names_hash_bucket_size, client_header_buffer_size N
+//                                             accepted for nginx configs; tollgate always sends
+//                                             files with sendfile(), sets TCP_NODELAY, and sizes
+//                                             its hashes and header buffers itself
 // Phase: none of its own; the worker reads these to drive connections.
 // Variables: see core/http/http_variables.cpp.
 #pragma once
@@ -55,6 +61,7 @@ struct HttpCoreLocConf : ModuleConf {
     std::optional<std::vector<ErrorPage>> error_pages;
     std::shared_ptr<const MimeTypes> types;
     std::optional<std::string> default_type;
+    std::optional<bool> server_tokens;
 
     // The Content-Type for a file name, from its extension, else default_type.
     std::string_view type_for(std::string_view filename) const;
