@@ -20,6 +20,8 @@ SocketStream::SocketStream(event_base* base, int fd, StreamHandler& handler)
     : fd_(fd), handler_(handler) {
     input_ = evbuffer_new();
     output_ = evbuffer_new();
+    // Lets evbuffer_write() hand file segments to sendfile() instead of mapping and copying them.
+    if (output_ != nullptr) evbuffer_set_flags(output_, EVBUFFER_FLAG_DRAINS_TO_FD);
     read_ev_ = event_new(base, fd, EV_READ | EV_PERSIST, on_read_ready, this);
     write_ev_ = event_new(base, fd, EV_WRITE | EV_PERSIST, on_write_ready, this);
 }

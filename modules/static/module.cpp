@@ -281,8 +281,9 @@ void append_base(http::Request& r, const StaticLocConf& c, std::pmr::string& out
 }
 
 // The file for `name` (a URI, or a try_files name): root + name, or alias + name without the
-// location prefix. `strict`: with alias, a name outside the location prefix is an error (nginx:
-// "alias" cannot be used where the URI was rewritten); else the whole name is appended.
+// location prefix; NotFound when that would climb with "..". `strict`: with alias, a name outside
+// the location prefix is an error (nginx: "alias" cannot be used where the URI was rewritten); else
+// the whole name is appended.
 MapResult map_path(http::Request& r, const StaticLocConf& c, std::string_view name,
                    std::pmr::string& out, size_t extra, bool strict) {
     out.clear();
@@ -297,7 +298,9 @@ MapResult map_path(http::Request& r, const StaticLocConf& c, std::string_view na
         }
     }
     out += name;
-    if (has_dotdot(out, join)) return MapResult::NotFound;
+    // The URI is normalized: only its join with the base can form "..". A base from variables
+    // (a header, say) is checked whole.
+    if (has_dotdot(out, c.root->variables ? 0 : join)) return MapResult::NotFound;
     return MapResult::Ok;
 }
 
@@ -461,33 +464,66 @@ bool etag_listed(std::string_view value, std::string_view etag, bool weak) {
     return false;
 }
 
+// The request headers the validators and ranges look at, found in one pass (first of each).
+struct Preconditions {
+    const http::Header* if_unmodified_since = nullptr;
+    const http::Header* if_match = nullptr;
+    const http::Header* if_modified_since = nullptr;
+    const http::Header* if_none_match = nullptr;
+    const http::Header* range = nullptr;
+    const http::Header* if_range = nullptr;
+};
+
+void remember(const http::Header*& slot, const http::Header& h, std::string_view name) {
+    if (slot == nullptr && h.name.size() == name.size() &&
+        strncasecmp(h.name.data(), name.data(), name.size()) == 0) {
+        slot = &h;
+    }
+}
+
+Preconditions find_preconditions(const http::RequestHead& head) {
+    Preconditions p;
+    for (const http::Header& h : head.headers) {
+        if (h.name.empty()) continue;
+        char c = static_cast<char>(h.name[0] | 0x20);
+        if (c == 'r') {
+            remember(p.range, h, "Range");
+        } else if (c == 'i') {
+            remember(p.if_unmodified_since, h, "If-Unmodified-Since");
+            remember(p.if_match, h, "If-Match");
+            remember(p.if_modified_since, h, "If-Modified-Since");
+            remember(p.if_none_match, h, "If-None-Match");
+            remember(p.if_range, h, "If-Range");
+        }
+    }
+    return p;
+}
+
 // nginx's not_modified filter: 0 (send the file), 304 or 412.
-int check_conditions(const http::Request& r, int64_t mtime, std::string_view etag) {
-    if (const http::Header* h = r.head.find("If-Unmodified-Since")) {
-        int64_t t = parse_http_date(h->value);
+int check_conditions(const Preconditions& p, int64_t mtime, std::string_view etag) {
+    if (p.if_unmodified_since != nullptr) {
+        int64_t t = parse_http_date(p.if_unmodified_since->value);
         if (t < mtime) return 412;  // also when it does not parse (-1), as nginx
     }
-    if (const http::Header* h = r.head.find("If-Match")) {
-        if (!etag_listed(h->value, etag, false)) return 412;
+    if (p.if_match != nullptr && !etag_listed(p.if_match->value, etag, false)) return 412;
+    if (p.if_modified_since == nullptr && p.if_none_match == nullptr) return 0;
+    if (p.if_modified_since != nullptr && parse_http_date(p.if_modified_since->value) != mtime) {
+        return 0;
     }
-    const http::Header* ims = r.head.find("If-Modified-Since");
-    const http::Header* inm = r.head.find("If-None-Match");
-    if (ims == nullptr && inm == nullptr) return 0;
-    if (ims != nullptr && parse_http_date(ims->value) != mtime) return 0;
-    if (inm != nullptr && !etag_listed(inm->value, etag, true)) return 0;
+    if (p.if_none_match != nullptr && !etag_listed(p.if_none_match->value, etag, true)) return 0;
     return 304;
 }
 
 // nginx's range filter for one range: 0 (send the whole file), 206 (`start`, `length` set) or
 // 416. Several ranges are answered with the whole file.
-int check_range(const http::Request& r, uint64_t size, int64_t mtime, std::string_view etag,
+int check_range(const Preconditions& p, uint64_t size, int64_t mtime, std::string_view etag,
                 uint64_t& start_out, uint64_t& length_out) {
-    const http::Header* h = r.head.find("Range");
+    const http::Header* h = p.range;
     if (h == nullptr || h->value.size() < 7 || strncasecmp(h->value.data(), "bytes=", 6) != 0) {
         return 0;
     }
-    if (const http::Header* ir = r.head.find("If-Range")) {
-        std::string_view v = ir->value;
+    if (p.if_range != nullptr) {
+        std::string_view v = p.if_range->value;
         if (v.size() >= 2 && v.back() == '"') {
             if (v != etag) return 0;
         } else if (parse_http_date(v) != mtime) {
@@ -495,9 +531,9 @@ int check_range(const http::Request& r, uint64_t size, int64_t mtime, std::strin
         }
     }
     std::string_view s = h->value.substr(6);
-    size_t p = 0;
-    auto at = [&](size_t i) { return i < s.size() ? s[i] : '\0'; };
-    auto digit = [&](size_t i) { return at(i) >= '0' && at(i) <= '9'; };
+    size_t i = 0;
+    auto at = [&](size_t k) { return k < s.size() ? s[k] : '\0'; };
+    auto digit = [&](size_t k) { return at(k) >= '0' && at(k) <= '9'; };
     constexpr uint64_t kCutoff = UINT64_MAX / 10;
     size_t ranges = 0;
     uint64_t total = 0;
@@ -505,32 +541,32 @@ int check_range(const http::Request& r, uint64_t size, int64_t mtime, std::strin
         uint64_t start = 0, end = 0;
         bool suffix = false;
         bool open_end = false;
-        while (at(p) == ' ') ++p;
-        if (at(p) != '-') {
-            if (!digit(p)) return 416;
-            while (digit(p)) {
+        while (at(i) == ' ') ++i;
+        if (at(i) != '-') {
+            if (!digit(i)) return 416;
+            while (digit(i)) {
                 if (start >= kCutoff) return 416;
-                start = start * 10 + static_cast<uint64_t>(at(p++) - '0');
+                start = start * 10 + static_cast<uint64_t>(at(i++) - '0');
             }
-            while (at(p) == ' ') ++p;
-            if (at(p++) != '-') return 416;
-            while (at(p) == ' ') ++p;
-            if (at(p) == ',' || at(p) == '\0') {
+            while (at(i) == ' ') ++i;
+            if (at(i++) != '-') return 416;
+            while (at(i) == ' ') ++i;
+            if (at(i) == ',' || at(i) == '\0') {
                 end = size;
                 open_end = true;
             }
         } else {
             suffix = true;
-            ++p;
+            ++i;
         }
         if (!open_end) {
-            if (!digit(p)) return 416;
-            while (digit(p)) {
+            if (!digit(i)) return 416;
+            while (digit(i)) {
                 if (end >= kCutoff) return 416;
-                end = end * 10 + static_cast<uint64_t>(at(p++) - '0');
+                end = end * 10 + static_cast<uint64_t>(at(i++) - '0');
             }
-            while (at(p) == ' ') ++p;
-            if (at(p) != ',' && at(p) != '\0') return 416;
+            while (at(i) == ' ') ++i;
+            if (at(i) != ',' && at(i) != '\0') return 416;
             if (suffix) {
                 start = end < size ? size - end : 0;
                 end = size - 1;
@@ -545,7 +581,7 @@ int check_range(const http::Request& r, uint64_t size, int64_t mtime, std::strin
         } else if (start == 0) {
             return 0;
         }
-        if (at(p++) != ',') break;
+        if (at(i++) != ',') break;
     }
     if (ranges == 0) return 416;
     if (ranges > 1 || total > size) return 0;
@@ -602,7 +638,8 @@ Verdict serve_file(http::Request& r, std::pmr::string& path) {
                           static_cast<uint64_t>(mtime), size);
     std::string_view etag = r.copy(std::string_view(etag_buf, static_cast<size_t>(n)));
 
-    int cond = check_conditions(r, mtime, etag);
+    const Preconditions pre = find_preconditions(r.head);
+    int cond = check_conditions(pre, mtime, etag);
     if (cond == 412) {
         ::close(fd);
         return r.respond_error(412);
@@ -617,7 +654,7 @@ Verdict serve_file(http::Request& r, std::pmr::string& path) {
 
     uint64_t start = 0;
     uint64_t length = size;
-    int range = check_range(r, size, mtime, etag, start, length);
+    int range = check_range(pre, size, mtime, etag, start, length);
     if (range == 416) {
         ::close(fd);
         char cr[48];
