@@ -1,5 +1,7 @@
 #include "core/core_module.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include "core/config/error.hpp"
@@ -31,6 +33,13 @@ void set_user(DirectiveContext& ctx) {
     if (c.user) ctx.duplicate();
     c.user = ctx.arg(0);
     if (ctx.nargs() > 1) c.group = ctx.arg(1);
+    // As nginx: the names must exist when the master runs as root (it is the one switching).
+    if (ctx.builder.options().running_as_root) {
+        if (getpwnam(c.user->c_str()) == nullptr) ctx.fail("getpwnam(\"" + *c.user + "\") failed");
+        if (c.group && getgrnam(c.group->c_str()) == nullptr) {
+            ctx.fail("getgrnam(\"" + *c.group + "\") failed");
+        }
+    }
 }
 
 void set_error_log(DirectiveContext& ctx) {

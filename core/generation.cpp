@@ -174,17 +174,27 @@ void GenerationBuilder::parse_block(const conf::Node& block, uint32_t context,
     }
 }
 
+std::string GenerationBuilder::resolve_prefix(const BuildOptions& options) {
+    std::string prefix =
+        with_trailing_slash(options.prefix.empty() ? TOLLGATE_DEFAULT_PREFIX : options.prefix);
+    if (prefix.front() != '/') {
+        char cwd[4096];
+        if (getcwd(cwd, sizeof(cwd)) != nullptr) prefix = with_trailing_slash(cwd) + prefix;
+    }
+    return prefix;
+}
+
+std::string GenerationBuilder::resolve_conf_path(const BuildOptions& options) {
+    return absolute_from(resolve_prefix(options), options.conf_path.empty()
+                                                      ? TOLLGATE_DEFAULT_CONF_PATH
+                                                      : options.conf_path);
+}
+
 std::shared_ptr<const ConfigGeneration> GenerationBuilder::build(const BuildOptions& options) {
     GenerationBuilder b(options);
     ConfigGeneration& gen = *b.gen_;
-    gen.prefix =
-        with_trailing_slash(options.prefix.empty() ? TOLLGATE_DEFAULT_PREFIX : options.prefix);
-    if (gen.prefix.front() != '/') {
-        char cwd[4096];
-        if (getcwd(cwd, sizeof(cwd)) != nullptr) gen.prefix = with_trailing_slash(cwd) + gen.prefix;
-    }
-    gen.conf_path =
-        b.prefix_path(options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH : options.conf_path);
+    gen.prefix = resolve_prefix(options);
+    gen.conf_path = resolve_conf_path(options);
     b.conf_dir_ = gen.conf_path.substr(0, gen.conf_path.rfind('/') + 1);
 
     for (const Module* m : compiled_modules()) {

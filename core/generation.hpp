@@ -48,6 +48,9 @@ class GenerationBuilder {
   public:
     // Parses, merges and checks the whole configuration. Throws conf::ConfigError.
     static std::shared_ptr<const ConfigGeneration> build(const BuildOptions& options);
+    // The absolute prefix (with a trailing '/') and config file path that `options` name.
+    static std::string resolve_prefix(const BuildOptions& options);
+    static std::string resolve_conf_path(const BuildOptions& options);
 
     // Runs every directive of `block` in `context` against `slots`.
     void parse_block(const conf::Node& block, uint32_t context, const ConfSlots& slots);

@@ -60,28 +60,33 @@ bool Listeners::prepare(const ConfigGeneration& gen, int slots, std::string& err
     return true;
 }
 
-std::vector<worker::ListenSocket> Listeners::for_slot(const ConfigGeneration& gen, int slot) const {
+std::vector<worker::ListenSocket> Listeners::for_slot(const ConfigGeneration& gen, int slot,
+                                                      int workers) const {
     std::vector<worker::ListenSocket> out;
     for (const http::Listen& l : gen.http->listens) {
-        auto it = fds_.find({l.spec.text, slot});
-        if (it != fds_.end()) out.push_back({it->second, &l});
+        for (const auto& [key, fd] : fds_) {
+            if (key.first == l.spec.text && key.second % workers == slot) out.push_back({fd, &l});
+        }
     }
     return out;
 }
 
-void Listeners::retain_only(const ConfigGeneration& gen, int slots) {
-    std::set<std::pair<std::string, int>> keep;
-    for (const http::Listen& l : gen.http->listens) {
-        for (int slot = 0; slot < slots; ++slot) keep.insert({l.spec.text, slot});
-    }
+void Listeners::retain_only(const ConfigGeneration& gen) {
+    std::set<std::string> keep;
+    for (const http::Listen& l : gen.http->listens) keep.insert(l.spec.text);
     for (auto it = fds_.begin(); it != fds_.end();) {
-        if (keep.count(it->first) == 0) {
+        if (keep.count(it->first.first) == 0) {
             ::close(it->second);
             it = fds_.erase(it);
         } else {
             ++it;
         }
     }
+}
+
+void Listeners::close_all() {
+    for (auto& [key, fd] : fds_) ::close(fd);
+    fds_.clear();
 }
 
 std::vector<int> Listeners::all_fds() const {

@@ -19,10 +19,15 @@ class Listeners {
     // Makes sure a socket exists for every listen of `gen` and every slot below `slots`.
     // Returns false with `error` set when a socket cannot be opened; nothing is closed then.
     bool prepare(const ConfigGeneration& gen, int slots, std::string& error);
-    // The sockets a worker in `slot` of `gen` serves.
-    std::vector<worker::ListenSocket> for_slot(const ConfigGeneration& gen, int slot) const;
-    // Closes every socket that `gen` with `slots` workers does not use.
-    void retain_only(const ConfigGeneration& gen, int slots);
+    // The sockets worker `slot` of `gen` serves: its own slot's, and those of slots beyond the
+    // current worker count (left from a generation with more workers) with slot % workers ==
+    // slot. Closing those would reset the connections queued on them, so they are handed on.
+    std::vector<worker::ListenSocket> for_slot(const ConfigGeneration& gen, int slot,
+                                               int workers) const;
+    // Closes the sockets of addresses `gen` no longer listens on.
+    void retain_only(const ConfigGeneration& gen);
+    // Closes every socket (the master is stopping).
+    void close_all();
     // Every fd (a worker closes those that are not its own).
     std::vector<int> all_fds() const;
 

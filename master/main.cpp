@@ -68,6 +68,11 @@ int send_signal(const ConfigGeneration& gen, const std::string& name) {
     }
     const std::string& pid_path = *tollgate::core_conf(gen).pid_path;
     std::ifstream in(pid_path);
+    if (!in) {
+        std::fprintf(stderr, "tollgate: [error] open() \"%s\" failed (%s)\n", pid_path.c_str(),
+                     std::strerror(errno));
+        return 1;
+    }
     long pid = 0;
     if (!(in >> pid) || pid <= 0) {
         std::fprintf(stderr, "tollgate: [error] invalid PID number in \"%s\"\n", pid_path.c_str());
@@ -169,9 +174,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tollgate: [emerg] %s\n", e.what());
         if (test) {
-            std::fprintf(
-                stderr, "tollgate: configuration file %s test failed\n",
-                options.conf_path.empty() ? TOLLGATE_DEFAULT_CONF_PATH : options.conf_path.c_str());
+            std::fprintf(stderr, "tollgate: configuration file %s test failed\n",
+                         tollgate::GenerationBuilder::resolve_conf_path(options).c_str());
         }
         return 1;
     }

@@ -56,15 +56,17 @@ bool Master::apply_logging(const ConfigGeneration& gen) {
     return true;
 }
 
-void Master::resolve_user() {
+// Looks up the worker user and group of the current generation. Returns false (and logs why)
+// when they cannot be resolved: workers must then not start, rather than run as root.
+bool Master::resolve_user() {
     drop_privileges_ = false;
-    if (geteuid() != 0) return;
+    if (geteuid() != 0) return true;
     const CoreConf& core = core_conf(*current_);
     user_name_ = core.user.value_or("nobody");
     struct passwd* pw = getpwnam(user_name_.c_str());
     if (pw == nullptr) {
         LOG_ERROR("getpwnam(\"%s\") failed", user_name_.c_str());
-        return;
+        return false;
     }
     uid_ = pw->pw_uid;
     gid_ = pw->pw_gid;
@@ -72,7 +74,7 @@ void Master::resolve_user() {
         struct group* gr = getgrnam(core.group->c_str());
         if (gr == nullptr) {
             LOG_ERROR("getgrnam(\"%s\") failed", core.group->c_str());
-            return;
+            return false;
         }
         gid_ = gr->gr_gid;
     }
@@ -81,6 +83,7 @@ void Master::resolve_user() {
         log::chown_to(uid_, gid_);
         for (const auto& f : current_->open_files.all()) f->chown_to(uid_, gid_);
     }
+    return true;
 }
 
 pid_t Master::spawn(int slot, const std::shared_ptr<const ConfigGeneration>& gen) {
@@ -97,7 +100,7 @@ pid_t Master::spawn(int slot, const std::shared_ptr<const ConfigGeneration>& gen
     worker::WorkerParams params;
     params.slot = slot;
     params.generation = gen;
-    params.sockets = listeners_.for_slot(*gen, slot);
+    params.sockets = listeners_.for_slot(*gen, slot, core_conf(*gen).workers());
     for (int fd : listeners_.all_fds()) {
         bool mine = std::any_of(params.sockets.begin(), params.sockets.end(),
                                 [fd](const worker::ListenSocket& s) { return s.fd == fd; });
@@ -167,17 +170,18 @@ void Master::reload() {
     auto previous = current_;
     current_ = gen;
     apply_logging(*gen);
-    resolve_user();
-    if (!start_generation(gen)) {
+    if (!resolve_user() || !start_generation(gen)) {
         LOG_ERROR("reload failed, keeping the running configuration");
         current_ = previous;
+        apply_logging(*previous);
+        resolve_user();
         sd_notify(0, "READY=1");
         return;
     }
     signal_workers(SIGQUIT, true);
     // Sockets the new generation does not use close in the master now; old workers still hold
     // their copies until they finish.
-    listeners_.retain_only(*current_, core_conf(*current_).workers());
+    listeners_.retain_only(*current_);
     sd_notify(0, "READY=1\nSTATUS=configuration reloaded");
 }
 
@@ -235,8 +239,7 @@ int Master::run() {
     signal(SIGPIPE, SIG_IGN);
 
     apply_logging(*current_);
-    resolve_user();
-    if (!start_generation(current_)) return 1;
+    if (!resolve_user() || !start_generation(current_)) return 1;
     sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving", static_cast<int>(getpid()));
     LOG_NOTICE("tollgate/%s started, %d worker processes", TOLLGATE_VERSION,
                core_conf(*current_).workers());
@@ -256,12 +259,14 @@ int Master::run() {
             LOG_NOTICE("gracefully shutting down");
             sd_notify(0, "STOPPING=1");
             stopping_ = true;
+            listeners_.close_all();  // new connections are refused, not queued for nobody
             signal_workers(SIGQUIT, false);
         } else if ((sig == SIGTERM || sig == SIGINT) && !fast_stop_) {
             LOG_NOTICE("exiting");
             sd_notify(0, "STOPPING=1");
             stopping_ = true;
             fast_stop_ = true;
+            listeners_.close_all();
             signal_workers(SIGTERM, false);
             stop_deadline = monotonic_usec() + kFastStopGraceSeconds * 1000000ull;
         }

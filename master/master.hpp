@@ -38,7 +38,7 @@ class Master {
     void reap();
     void signal_workers(int sig, bool old_only);
     bool apply_logging(const ConfigGeneration& gen);
-    void resolve_user();
+    bool resolve_user();
 
     std::shared_ptr<const ConfigGeneration> current_;
     uint64_t generation_number_ = 0;

@@ -177,7 +177,12 @@ void HttpConnection::on_readable() {
 // has unread input makes the kernel send RST, which can destroy response bytes the client has not
 // read yet.
 void HttpConnection::linger() {
-    if (peer_closed_) {
+    // As nginx: linger only when the client may still be sending (unread input, an unread body,
+    // or a request we refused); otherwise close at once.
+    bool may_send = evbuffer_get_length(stream_.input()) > 0 ||
+                    body_framing_ != http::BodyFraming::None || refused_;
+    if (peer_closed_ || !may_send) {
+        stream_.shutdown_write();
         close();
         return;
     }
@@ -229,6 +234,15 @@ void HttpConnection::new_request() {
     req_->location = req_->server->defaults.get();
 }
 
+// Sets r.uri to the decoded, normalized request path. Returns false for a path that cannot be
+// normalized (the caller answers 400).
+bool HttpConnection::normalize_uri(http::Request& r) {
+    std::pmr::string uri(r.arena);
+    if (!http::normalize_path(r.head.path, uri)) return false;
+    r.uri = r.copy(uri);
+    return true;
+}
+
 void HttpConnection::begin_request(std::string_view head_bytes) {
     http::Request& r = *req_;
     r.request_length = head_bytes.size();
@@ -241,13 +255,11 @@ void HttpConnection::begin_request(std::string_view head_bytes) {
     }
     std::array<char, 256> host_buf;
     r.server = socket_.listen->find_server(host_for_lookup(r.head.host, host_buf));
-    std::pmr::string uri(r.arena);
-    if (!http::normalize_path(r.head.path, uri)) {
+    if (!normalize_uri(r)) {
         r.location = r.server->defaults.get();
         fail_request(400);
         return;
     }
-    r.uri = r.copy(uri);
     r.args = r.head.query;
     r.location = r.server->find_location(r.uri);
     r.header_only = r.head.method == http::Method::Head;
@@ -282,6 +294,7 @@ void HttpConnection::fail_request(int status) {
     http::Request& r = *req_;
     set_state(State::Processing);
     evtimer_del(timer_);
+    refused_ = true;
     r.keep_alive = false;
     r.in_error_page = true;  // framing errors get the standard JSON body, not error_page
     body_framing_ = http::BodyFraming::None;
@@ -348,27 +361,9 @@ void HttpConnection::resume(http::Request& r, Verdict v) {
 
 // ---- writing ---------------------------------------------------------------------------------
 
-void HttpConnection::send_response() {
-    http::Request& r = *req_;
-    if (r.error_page_status > 0) r.status = r.error_page_status;
-    if (r.status == 444) {  // nginx's "close the connection without a response"
-        r.end_usec = http::now_usec();
-        for (const auto& step : r.location->phases[static_cast<size_t>(Phase::Log)]) {
-            (void)step.handler(r, step.data);
-        }
-        close();
-        return;
-    }
+// Serializes the status line, headers and body of `r` into the output buffer.
+void HttpConnection::write_head_and_body(http::Request& r) {
     const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
-    keepalive_ms_ = core.keepalive_timeout_ms.value_or(75000);
-    uint64_t keepalive_max = core.keepalive_requests.value_or(1000);
-    if (!r.head.keep_alive || draining_ || worker_.draining() || keepalive_ms_ == 0 ||
-        info_.requests >= keepalive_max) {
-        r.keep_alive = false;
-    }
-    // A body we have not read: after a 100-continue request the client may never send it.
-    if (body_framing_ != http::BodyFraming::None && r.head.expect_continue) r.keep_alive = false;
-
     bool has_body = status_has_body(r.status);
     std::pmr::string head(r.arena);
     head.reserve(512);
@@ -432,6 +427,30 @@ void HttpConnection::send_response() {
         }
     }
     r.bytes_sent += r.body_bytes_sent;
+}
+
+void HttpConnection::send_response() {
+    http::Request& r = *req_;
+    if (r.error_page_status > 0) r.status = r.error_page_status;
+    if (r.status == 444) {  // nginx's "close the connection without a response"
+        r.end_usec = http::now_usec();
+        for (const auto& step : r.location->phases[static_cast<size_t>(Phase::Log)]) {
+            (void)step.handler(r, step.data);
+        }
+        close();
+        return;
+    }
+    const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
+    keepalive_ms_ = core.keepalive_timeout_ms.value_or(75000);
+    uint64_t keepalive_max = core.keepalive_requests.value_or(1000);
+    if (!r.head.keep_alive || draining_ || worker_.draining() || keepalive_ms_ == 0 ||
+        info_.requests >= keepalive_max) {
+        r.keep_alive = false;
+    }
+    // A body we have not read: after a 100-continue request the client may never send it.
+    if (body_framing_ != http::BodyFraming::None && r.head.expect_continue) r.keep_alive = false;
+
+    write_head_and_body(r);
     set_state(State::Writing);
     // Last statement: once the output drains, on_drained() may finish and free this request.
     stream_.flush(core.send_timeout_ms.value_or(60000));

@@ -49,8 +49,10 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
 
     void read_head();
     void begin_request(std::string_view head_bytes);
+    bool normalize_uri(http::Request& r);
     void run_phases(size_t phase, size_t step);
     void send_response();
+    void write_head_and_body(http::Request& r);
     void response_sent();
     bool discard_body();
     void next_request();
@@ -68,6 +70,7 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     State state_ = State::Idle;
     bool draining_ = false;
     bool peer_closed_ = false;
+    bool refused_ = false;  // a malformed request was answered: the client may keep sending
     int64_t linger_deadline_usec_ = 0;
     uint64_t keepalive_ms_ = 75000;  // the last request's location's keepalive_timeout
 

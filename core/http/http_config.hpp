@@ -81,6 +81,8 @@ struct ListenSpec {
     int backlog = 511;
     bool default_server = false;
     bool ipv6only = true;
+    std::string file;  // where the listen directive is, for errors found later
+    int line = 0;
 };
 
 // One listening address and the servers reachable through it (default first).

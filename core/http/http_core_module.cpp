@@ -123,6 +123,8 @@ void listen(DirectiveContext& ctx) {
     for (const auto& other : srv(ctx).listens) {
         if (other.text == spec.text) ctx.fail("duplicate listen " + spec.text);
     }
+    spec.file = *ctx.node.file;
+    spec.line = ctx.node.line;
     srv(ctx).listens.push_back(spec);
 }
 
@@ -138,6 +140,11 @@ void server_name(DirectiveContext& ctx) {
             bool trail = name.size() > 2 && name.compare(name.size() - 2, 2, ".*") == 0;
             if (stars > 1 || (stars == 1 && !lead && !trail)) {
                 ctx.fail("invalid server name or wildcard \"" + name + "\"");
+            }
+        } else {
+            std::string error;  // compiled again in check(); here for the error's line
+            if (!Regex::compile(std::string_view(name).substr(1), true, error)) {
+                ctx.fail("invalid server_name regex \"" + name + "\": " + error);
             }
         }
         srv(ctx).names.push_back(name);
@@ -303,14 +310,14 @@ void check(GenerationBuilder& b) {
                 it = h.listens.end() - 1;
             } else if (spec.backlog != 511 && it->spec.backlog != 511 &&
                        spec.backlog != it->spec.backlog) {
-                throw conf::ConfigError(server->file, server->line,
+                throw conf::ConfigError(spec.file, spec.line,
                                         "duplicate listen options for " + spec.text);
             }
             if (spec.backlog != 511) it->spec.backlog = spec.backlog;
             it->servers.push_back(server.get());
             if (spec.default_server) {
                 if (it->default_server != nullptr && it->spec.default_server) {
-                    throw conf::ConfigError(server->file, server->line,
+                    throw conf::ConfigError(spec.file, spec.line,
                                             "a duplicate default server for " + spec.text);
                 }
                 it->spec.default_server = true;
