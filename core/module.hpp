@@ -13,6 +13,7 @@
 
 namespace tollgate {
 
+class EventLoop;
 class GenerationBuilder;
 class VariableRegistry;
 class LocationBuilder;
@@ -28,6 +29,7 @@ enum Context : uint32_t {
     kHttpContext = 1u << 2,
     kServerContext = 1u << 3,
     kLocationContext = 1u << 4,
+    kUpstreamContext = 1u << 5,
 };
 
 // Which of its module's config objects a directive writes to.
@@ -82,9 +84,11 @@ struct Module {
     void (*check)(GenerationBuilder& builder) = nullptr;
     // Per location, after merge: add the module's phase handlers for that location.
     void (*attach_location)(LocationBuilder& location) = nullptr;
-    // In each worker after fork, and before it exits.
-    void (*init_worker)(const ConfigGeneration& generation) = nullptr;
+    // In each worker after fork (with the worker's loop, for timers), and before it exits.
+    void (*init_worker)(const ConfigGeneration& generation, EventLoop& loop) = nullptr;
     void (*exit_worker)(const ConfigGeneration& generation) = nullptr;
+    // In each worker on USR1, before the generation's open files are reopened (flush buffers).
+    void (*before_reopen)(const ConfigGeneration& generation) = nullptr;
 };
 
 // The generated list, in module order.

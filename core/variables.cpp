@@ -40,16 +40,27 @@ std::optional<VariableRef> VariableRegistry::find(std::string_view name) const {
     return best;
 }
 
-std::string_view evaluate_variable(http::Request& r, const VariableRef& ref) {
+bool lookup_variable(http::Request& r, const VariableRef& ref, std::string_view& out) {
     const VariableDef& def = r.variables().at(ref.index);
-    std::string_view out;
-    if (!def.cacheable) return def.get(r, ref.suffix, def.data, out) ? out : std::string_view();
+    if (!def.cacheable) {
+        out = {};
+        if (def.get(r, ref.suffix, def.data, out)) return true;
+        out = {};
+        return false;
+    }
     http::Request::CachedValue& slot = r.variable_cache()[ref.index];
     if (slot.state == 0) {
         slot.state = def.get(r, ref.suffix, def.data, slot.value) ? 1 : 2;
         if (slot.state == 2) slot.value = {};
     }
-    return slot.value;
+    out = slot.value;
+    return slot.state == 1;
+}
+
+std::string_view evaluate_variable(http::Request& r, const VariableRef& ref) {
+    std::string_view out;
+    lookup_variable(r, ref, out);
+    return out;
 }
 
 namespace {

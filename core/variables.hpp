@@ -54,7 +54,10 @@ class VariableRegistry {
 };
 
 // Evaluates variable `ref` for request `r`, through the request's per-request cache.
+// A variable that is not found evaluates to "".
 std::string_view evaluate_variable(http::Request& r, const VariableRef& ref);
+// As evaluate_variable, but tells "not found" (returns false) from an empty value.
+bool lookup_variable(http::Request& r, const VariableRef& ref, std::string_view& out);
 
 // A string with variables, compiled at load.
 class ComplexValue {

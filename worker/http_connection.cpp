@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -27,6 +28,8 @@ constexpr size_t kReadSlack = 16384;
 // and the longest it waits for the next bytes.
 constexpr uint64_t kLingeringTimeMs = 30000;
 constexpr uint64_t kLingeringTimeoutMs = 5000;
+// The most a streamed body moves to the client per pull.
+constexpr size_t kStreamChunk = 65536;
 // Pipelined requests answered from one read, recursively, before yielding to the loop.
 constexpr int kMaxPipelineRecursion = 16;
 
@@ -136,12 +139,16 @@ void HttpConnection::arm_timer(uint64_t ms) {
 
 void HttpConnection::drain() {
     draining_ = true;
-    if (state_ == State::Idle && evbuffer_get_length(stream_.input()) == 0) {
+    if (state_ == State::Idle && evbuffer_get_length(stream_.input_chain()) == 0) {
         arm_timer(kDrainIdleGraceMs);
     }
 }
 
 void HttpConnection::close() {
+    if (req_ && req_->task != nullptr) {
+        http::RequestTask* task = std::exchange(req_->task, nullptr);
+        task->abort();  // the upstream exchange releases its resources now
+    }
     worker_.connection_closed(this);
     delete this;
 }
@@ -159,9 +166,14 @@ void HttpConnection::on_readable() {
             break;
         case State::Processing:
         case State::Writing:
-            break;  // pipelined bytes wait; the stream's read limit bounds them
+            // A handler reading the body hears of it; anything else waits (pipelined bytes are
+            // bounded by the stream's read limit).
+            if (req_ && req_->task != nullptr && body_framing_ != http::BodyFraming::None) {
+                req_->task->on_body_available();
+            }
+            break;
         case State::Lingering:
-            evbuffer_drain(stream_.input(), evbuffer_get_length(stream_.input()));
+            evbuffer_drain(stream_.input_chain(), evbuffer_get_length(stream_.input_chain()));
             if (http::now_usec() >= linger_deadline_usec_) {
                 close();
                 return;
@@ -179,7 +191,7 @@ void HttpConnection::on_readable() {
 void HttpConnection::linger() {
     // As nginx: linger only when the client may still be sending (unread input, an unread body,
     // or a request we refused); otherwise close at once.
-    bool may_send = evbuffer_get_length(stream_.input()) > 0 ||
+    bool may_send = evbuffer_get_length(stream_.input_chain()) > 0 ||
                     body_framing_ != http::BodyFraming::None || refused_;
     if (peer_closed_ || !may_send) {
         stream_.shutdown_write();
@@ -191,13 +203,13 @@ void HttpConnection::linger() {
     req_.reset();
     arena_.reset();
     linger_deadline_usec_ = http::now_usec() + kLingeringTimeMs * 1000;
-    evbuffer_drain(stream_.input(), evbuffer_get_length(stream_.input()));
+    evbuffer_drain(stream_.input_chain(), evbuffer_get_length(stream_.input_chain()));
     arm_timer(kLingeringTimeoutMs);
     stream_.resume_reading();
 }
 
 void HttpConnection::read_head() {
-    evbuffer* in = stream_.input();
+    evbuffer* in = stream_.input_chain();
     size_t len = evbuffer_get_length(in);
     if (len == 0) return;
     if (state_ == State::Idle) {
@@ -228,6 +240,10 @@ void HttpConnection::new_request() {
     arena_.reset();
     arena_.emplace(arena_block_.data(), arena_block_.size());
     ++info_.requests;
+    continue_sent_ = false;
+    streaming_ = false;
+    discard_stream_ = false;
+    chunked_out_ = false;
     req_.emplace(&*arena_, worker_.generation(), info_, http::now_usec());
     req_->driver = this;
     req_->server = socket_.listen->default_server;
@@ -384,7 +400,16 @@ void HttpConnection::write_head_and_body(http::Request& r) {
     uint64_t body_len = r.body.kind == http::BodyKind::File     ? r.body.length
                         : r.body.kind == http::BodyKind::Memory ? r.body.memory.size()
                                                                 : 0;
-    if (has_body) {
+    chunked_out_ = false;
+    if (has_body && r.body.kind == http::BodyKind::Stream && r.content_length < 0) {
+        // Length unknown: chunked for HTTP/1.1, delimited by the close for HTTP/1.0.
+        if (r.head.version_minor >= 1) {
+            chunked_out_ = !r.header_only;
+            head += "Transfer-Encoding: chunked\r\n";
+        } else {
+            r.keep_alive = false;
+        }
+    } else if (has_body) {
         head += "Content-Length: ";
         head += std::to_string(r.content_length >= 0 ? static_cast<uint64_t>(r.content_length)
                                                      : body_len);
@@ -409,7 +434,7 @@ void HttpConnection::write_head_and_body(http::Request& r) {
     }
     head += "\r\n";
 
-    evbuffer* out = stream_.output();
+    evbuffer* out = stream_.output_chain();
     evbuffer_add(out, head.data(), head.size());
     r.bytes_sent = head.size();
     bool send_body = has_body && !r.header_only;
@@ -427,6 +452,8 @@ void HttpConnection::write_head_and_body(http::Request& r) {
         }
     }
     r.bytes_sent += r.body_bytes_sent;
+    streaming_ = r.body.kind == http::BodyKind::Stream && r.body.source != nullptr;
+    discard_stream_ = streaming_ && !send_body;
 }
 
 void HttpConnection::send_response() {
@@ -452,12 +479,139 @@ void HttpConnection::send_response() {
 
     write_head_and_body(r);
     set_state(State::Writing);
+    send_timeout_ms_ = core.send_timeout_ms.value_or(60000);
     // Last statement: once the output drains, on_drained() may finish and free this request.
-    stream_.flush(core.send_timeout_ms.value_or(60000));
+    stream_.flush(send_timeout_ms_);
 }
 
 void HttpConnection::on_drained() {
-    if (state_ == State::Writing) response_sent();
+    if (state_ != State::Writing) return;
+    if (!streaming_) {
+        response_sent();
+        return;
+    }
+    if (pumping_) {
+        drained_while_pumping_ = true;  // the pump loop below goes on; no recursion
+        return;
+    }
+    pump();
+}
+
+// Pulls a streamed body from its source while the client takes it: after each flush that
+// drains, pull again; stop when the source has nothing (it calls body_ready() later) or is done.
+void HttpConnection::pump() {
+    http::Request& r = *req_;
+    pumping_ = true;
+    for (;;) {
+        drained_while_pumping_ = false;
+        Buffer chunk;
+        auto pulled = r.body.source->pull(chunk, kStreamChunk);
+        if (pulled == http::BodySource::Pull::Wait) break;
+        if (pulled == http::BodySource::Pull::Error) {
+            pumping_ = false;
+            LOG_ERROR("upstream body failed mid-response, closing client connection %s",
+                      info_.remote_addr.data());
+            close();  // a truncated body must not look complete
+            return;
+        }
+        Buffer out = Buffer::borrow(stream_.output_chain());
+        size_t n = chunk.size();
+        if (discard_stream_) {
+            chunk.drain(n);
+        } else if (n > 0) {
+            if (chunked_out_) {
+                char line[24];
+                int len = std::snprintf(line, sizeof(line), "%zx\r\n", n);
+                out.append(std::string_view(line, static_cast<size_t>(len)));
+                out.move_from(chunk);
+                out.append("\r\n");
+                r.bytes_sent += static_cast<size_t>(len) + 2;
+            } else {
+                out.move_from(chunk);
+            }
+            r.body_bytes_sent += n;
+            r.bytes_sent += n;
+        }
+        if (pulled == http::BodySource::Pull::Done) {
+            if (chunked_out_) {
+                out.append("0\r\n\r\n");
+                r.bytes_sent += 5;
+            }
+            streaming_ = false;
+            pumping_ = false;
+            stream_.flush(send_timeout_ms_);  // drained: response_sent(); this may be gone
+            return;
+        }
+        if (!stream_.flush(send_timeout_ms_)) return;  // failed: the connection is closed
+        if (!drained_while_pumping_) break;  // the kernel is full: on_drained() resumes us
+    }
+    pumping_ = false;
+}
+
+void HttpConnection::body_ready(http::Request& r) {
+    if (state_ == State::Writing && streaming_ && !pumping_ &&
+        evbuffer_get_length(stream_.output_chain()) == 0) {
+        pump();
+    }
+}
+
+http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t max) {
+    if (body_framing_ == http::BodyFraming::None) return http::BodyRead::Done;
+    evbuffer* in = stream_.input_chain();
+    if (r.head.expect_continue && !continue_sent_ && evbuffer_get_length(in) == 0) {
+        continue_sent_ = true;
+        if (state_ == State::Processing) {
+            evbuffer_add(stream_.output_chain(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            stream_.flush(send_timeout_ms_);
+        }
+    }
+    const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
+    uint64_t max_body = core.client_max_body_size.value_or(1 << 20);
+    size_t before = out.size();
+    if (body_framing_ == http::BodyFraming::ContentLength) {
+        size_t n =
+            std::min<uint64_t>({body_remaining_, uint64_t{evbuffer_get_length(in)}, uint64_t{max}});
+        if (n > 0) {
+            Buffer input = Buffer::borrow(in);
+            out.move_from(input, n);
+            body_remaining_ -= n;
+        }
+        if (body_remaining_ == 0) body_framing_ = http::BodyFraming::None;
+    } else {
+        Buffer input = Buffer::borrow(in);
+        while (out.size() - before < max) {
+            std::string_view seg = input.front();
+            if (seg.empty()) break;
+            auto step = chunked_.next(seg);
+            input.drain(step.framing);
+            size_t take = std::min(step.data, max - (out.size() - before));
+            if (take > 0) out.move_from(input, take);
+            if (step.status == http::ChunkedDecoder::Status::Error) {
+                r.body_error_status = 400;
+                return http::BodyRead::Error;
+            }
+            if (step.status == http::ChunkedDecoder::Status::Done) {
+                body_framing_ = http::BodyFraming::None;
+                break;
+            }
+            if (step.framing == 0 && take == 0) break;
+        }
+        if (max_body != 0 && chunked_.body_bytes() > max_body) {
+            r.body_error_status = 413;
+            return http::BodyRead::Error;
+        }
+    }
+    size_t got = out.size() - before;
+    r.body_bytes_read += got;
+    r.request_length += got;
+    stream_.resume_reading();  // we made room
+    if (got > 0) return http::BodyRead::Data;
+    if (body_framing_ == http::BodyFraming::None) return http::BodyRead::Done;
+    if (peer_closed_) {
+        r.body_error_status = 0;  // the client went away mid-body
+        return http::BodyRead::Error;
+    }
+    return http::BodyRead::Wait;
 }
 
 void HttpConnection::response_sent() {
@@ -483,7 +637,7 @@ void HttpConnection::response_sent() {
 // Reads and drops request body bytes. Returns true once the whole body is gone; closes the
 // connection (and returns false) on a framing error.
 bool HttpConnection::discard_body() {
-    evbuffer* in = stream_.input();
+    evbuffer* in = stream_.input_chain();
     stream_.resume_reading();  // whatever we drain below makes room
     if (body_framing_ == http::BodyFraming::ContentLength) {
         size_t n = std::min<uint64_t>(body_remaining_, evbuffer_get_length(in));
@@ -524,7 +678,7 @@ void HttpConnection::next_request() {
         arm_timer(keepalive_ms_);
     }
     stream_.resume_reading();
-    if (evbuffer_get_length(stream_.input()) == 0) return;
+    if (evbuffer_get_length(stream_.input_chain()) == 0) return;
     // Pipelined requests are answered recursively from here; past a bound, continue from the
     // loop instead of growing the stack. The depth is per process (workers are single-threaded)
     // because this connection may be gone when read_head() returns.

@@ -33,6 +33,8 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     void close();
 
     void resume(http::Request& r, Verdict v) override;
+    http::BodyRead read_body(http::Request& r, Buffer& out, size_t max) override;
+    void body_ready(http::Request& r) override;
 
     // Intrusive list links, owned by Worker.
     HttpConnection* prev = nullptr;
@@ -56,6 +58,7 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     void response_sent();
     bool discard_body();
     void next_request();
+    void pump();
     void linger();
     void fail_request(int status);
     void new_request();
@@ -70,7 +73,15 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     State state_ = State::Idle;
     bool draining_ = false;
     bool peer_closed_ = false;
-    bool refused_ = false;  // a malformed request was answered: the client may keep sending
+    bool refused_ = false;
+    bool continue_sent_ = false;
+    bool streaming_ = false;       // the response body comes from a BodySource
+    bool discard_stream_ = false;  // ... and is pulled but not sent (HEAD)
+    bool chunked_out_ = false;     // the response is sent with chunked framing
+    bool pumping_ = false;
+    bool drained_while_pumping_ = false;
+    uint64_t send_timeout_ms_ =
+        60000;  // a malformed request was answered: the client may keep sending
     int64_t linger_deadline_usec_ = 0;
     uint64_t keepalive_ms_ = 75000;  // the last request's location's keepalive_timeout
 

@@ -12,6 +12,7 @@
 #include "core/core_module.hpp"
 #include "core/log.hpp"
 #include "worker/http_connection.hpp"
+#include "worker/libevent_loop.hpp"
 
 namespace tollgate::worker {
 
@@ -27,6 +28,7 @@ Worker::Worker(const WorkerParams& params) : params_(params) {
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     base_ = event_base_new_with_config(cfg);
     event_config_free(cfg);
+    if (base_ != nullptr) loop_ = std::make_unique<LibeventLoop>(base_);
     max_connections_ = core_conf(*params_.generation).connections();
 }
 
@@ -60,7 +62,7 @@ int Worker::run() {
     sigprocmask(SIG_UNBLOCK, &all, nullptr);
 
     for (const Module* m : compiled_modules()) {
-        if (m->init_worker != nullptr) m->init_worker(generation());
+        if (m->init_worker != nullptr) m->init_worker(generation(), *loop_);
     }
     set_accepting(true);
     event_base_dispatch(base_);
@@ -134,6 +136,9 @@ void Worker::on_signal(int sig, short, void* arg) {
             break;
         case SIGUSR1: {
             log::reopen();
+            for (const Module* m : compiled_modules()) {
+                if (m->before_reopen != nullptr) m->before_reopen(w->generation());
+            }
             std::string error;
             for (const auto& f : w->generation().open_files.all()) {
                 if (!f->reopen(error)) LOG_ERROR("%s", error.c_str());

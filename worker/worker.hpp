@@ -10,6 +10,10 @@
 struct event_base;
 struct event;
 
+namespace tollgate {
+class EventLoop;
+}
+
 namespace tollgate::worker {
 
 class HttpConnection;
@@ -56,6 +60,7 @@ class Worker {
 
     WorkerParams params_;
     event_base* base_ = nullptr;
+    std::unique_ptr<EventLoop> loop_;
     std::vector<event*> accept_events_;
     std::vector<event*> signal_events_;
     event* shutdown_timer_ = nullptr;

@@ -22,7 +22,26 @@ Request::Request(std::pmr::memory_resource* arena, const ConfigGeneration& gener
       out_headers(arena) {}
 
 Request::~Request() {
+    for (Cleanup* c = cleanups_; c != nullptr; c = c->next) c->fn(c->arg);
     if (body.kind == BodyKind::File && body.fd >= 0) ::close(body.fd);
+}
+
+void* Request::module_ctx(size_t module_index) const {
+    return module_ctx_ != nullptr ? module_ctx_[module_index] : nullptr;
+}
+
+void Request::set_module_ctx(size_t module_index, void* ctx) {
+    if (module_ctx_ == nullptr) {
+        size_t n = compiled_modules().size();
+        module_ctx_ = static_cast<void**>(arena->allocate(sizeof(void*) * n, alignof(void*)));
+        for (size_t i = 0; i < n; ++i) module_ctx_[i] = nullptr;
+    }
+    module_ctx_[module_index] = ctx;
+}
+
+void Request::add_cleanup(void (*fn)(void*), void* arg) {
+    void* p = arena->allocate(sizeof(Cleanup), alignof(Cleanup));
+    cleanups_ = new (p) Cleanup{fn, arg, cleanups_};
 }
 
 const ModuleConf* Request::location_conf(size_t module_index) const {

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/buffer.hpp"
 #include "core/http/request_head.hpp"
 #include "core/module.hpp"
 
@@ -36,7 +37,35 @@ struct ResponseHeader {
     std::string_view value;
 };
 
-enum class BodyKind : uint8_t { None, Memory, File };
+enum class BodyKind : uint8_t { None, Memory, File, Stream };
+
+// A response body produced over time (an upstream's). The worker pulls when the client can take
+// more; a source that had nothing (Wait) calls Request::body_ready() once it has.
+class BodySource {
+  public:
+    enum class Pull : uint8_t { Data, Wait, Done, Error };
+    // Moves at most `max` bytes into `out`. Error: the body cannot be completed (the client
+    // connection is then closed, so a truncated body is never mistaken for a whole one).
+    virtual Pull pull(Buffer& out, size_t max) = 0;
+
+  protected:
+    ~BodySource() = default;
+};
+
+// Work a handler keeps running for a request (an upstream exchange). While attached, the worker
+// tells it when more request body arrived, and aborts it if the request ends early (client
+// gone, timeout, fast shutdown). The handler detaches it when done.
+class RequestTask {
+  public:
+    virtual void abort() = 0;
+    virtual void on_body_available() {}
+
+  protected:
+    ~RequestTask() = default;
+};
+
+// The result of reading the request body.
+enum class BodyRead : uint8_t { Data, Wait, Done, Error };
 
 struct ResponseBody {
     BodyKind kind = BodyKind::None;
@@ -44,6 +73,7 @@ struct ResponseBody {
     int fd = -1;              // owned by the request once set; the worker closes it
     uint64_t offset = 0;
     uint64_t length = 0;
+    BodySource* source = nullptr;  // BodyKind::Stream
 };
 
 class Request;
@@ -52,6 +82,8 @@ class Request;
 class RequestDriver {
   public:
     virtual void resume(Request& r, Verdict v) = 0;
+    virtual BodyRead read_body(Request& r, Buffer& out, size_t max) = 0;
+    virtual void body_ready(Request& r) = 0;
 
   protected:
     ~RequestDriver() = default;
@@ -131,6 +163,28 @@ class Request {
     void resume(Verdict v) { driver->resume(*this, v); }
     RequestDriver* driver = nullptr;
 
+    // True when the request carries a body (Content-Length > 0 or chunked).
+    bool has_body() const {
+        return head.framing == BodyFraming::Chunked ||
+               (head.framing == BodyFraming::ContentLength && head.content_length > 0);
+    }
+    // Moves decoded request body bytes (at most `max`) into `out`. Wait: none yet (the task's
+    // on_body_available() follows). Done: the body is complete. Error: malformed, too large or
+    // cut short (body_error_status is then 400 or 413, or 0 when the client went away). Sends
+    // "100 Continue" on the first read when the client asked for it.
+    BodyRead read_body(Buffer& out, size_t max) { return driver->read_body(*this, out, max); }
+    int body_error_status = 0;
+    // A Stream body source that returned Wait has more now.
+    void body_ready() { driver->body_ready(*this); }
+    RequestTask* task = nullptr;
+
+    // A module's per-request state (its NameRequestCtx), by module index; null until set.
+    void* module_ctx(size_t module_index) const;
+    void set_module_ctx(size_t module_index, void* ctx);
+    // Runs `fn(arg)` when the request is destroyed, last registered first (objects a handler
+    // placed in the arena that own resources).
+    void add_cleanup(void (*fn)(void*), void* arg);
+
     // The request id: 32 hex digits, made on first use.
     std::string_view request_id();
 
@@ -151,6 +205,13 @@ class Request {
     bool redirect_pending_ = false;
     std::string_view named_target_;
     std::string_view request_id_;
+    void** module_ctx_ = nullptr;
+    struct Cleanup {
+        void (*fn)(void*);
+        void* arg;
+        Cleanup* next;
+    };
+    Cleanup* cleanups_ = nullptr;
     CachedValue* variable_cache_ = nullptr;
 };
 

@@ -1,46 +1,24 @@
 #include "core/http/request_head.hpp"
 
-#include <limits>
+#include "core/http/http_token.hpp"
 
 namespace tollgate::http {
 
 namespace {
+
+using token::for_each_element;
+using token::iequals;
+using token::is_digit;
+using token::is_token;
+using token::lower;
+using token::parse_content_length;
+using token::trim_ows;
 
 constexpr int kBadRequest = 400;
 constexpr int kUriTooLong = 414;
 constexpr int kHeaderTooLarge = 431;
 constexpr int kNotImplemented = 501;
 constexpr int kVersionNotSupported = 505;
-
-// tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~"
-//       / DIGIT / ALPHA  (RFC 9110 5.6.2)
-constexpr bool is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    switch (c) {
-        case '!':
-        case '#':
-        case '$':
-        case '%':
-        case '&':
-        case '\'':
-        case '*':
-        case '+':
-        case '-':
-        case '.':
-        case '^':
-        case '_':
-        case '`':
-        case '|':
-        case '~':
-            return true;
-        default:
-            return false;
-    }
-}
-
-constexpr bool is_digit(unsigned char c) {
-    return c >= '0' && c <= '9';
-}
 
 constexpr bool is_hex(unsigned char c) {
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -72,48 +50,6 @@ constexpr bool is_host_char(unsigned char c) {
             return true;
         default:
             return false;
-    }
-}
-
-constexpr bool is_ows(char c) {
-    return c == ' ' || c == '\t';
-}
-
-constexpr char lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (lower(a[i]) != lower(b[i])) return false;
-    }
-    return true;
-}
-
-std::string_view trim_ows(std::string_view s) {
-    while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-    return s;
-}
-
-bool is_token(std::string_view s) {
-    if (s.empty()) return false;
-    for (char c : s) {
-        if (!is_tchar(static_cast<unsigned char>(c))) return false;
-    }
-    return true;
-}
-
-// Calls fn(element) for each comma-separated element of a list value, OWS trimmed. Returns false
-// as soon as fn does.
-template <typename Fn>
-bool for_each_element(std::string_view value, Fn&& fn) {
-    while (true) {
-        size_t comma = value.find(',');
-        if (!fn(trim_ows(value.substr(0, comma)))) return false;
-        if (comma == std::string_view::npos) return true;
-        value.remove_prefix(comma + 1);
     }
 }
 
@@ -272,27 +208,6 @@ int parse_request_line(std::string_view line, RequestHead& out, std::string_view
     out.target = target;
     if (int rc = parse_version(version, out.version_minor); rc != 0) return rc;
     return parse_target(target, out, authority);
-}
-
-// Content-Length = 1*DIGIT, possibly repeated as a list or in several fields; every value must be
-// the same. Values above 2^63-1 are rejected.
-bool parse_content_length(std::string_view value, bool& seen, uint64_t& result) {
-    return for_each_element(value, [&](std::string_view e) {
-        if (e.empty()) return false;
-        uint64_t v = 0;
-        constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-        for (char ch : e) {
-            unsigned char c = static_cast<unsigned char>(ch);
-            if (!is_digit(c)) return false;
-            uint64_t d = c - '0';
-            if (v > (kMax - d) / 10) return false;
-            v = v * 10 + d;
-        }
-        if (seen && v != result) return false;
-        seen = true;
-        result = v;
-        return true;
-    });
 }
 
 struct TransferCodings {

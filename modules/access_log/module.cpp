@@ -19,37 +19,30 @@
 // level of a location has access_log, it logs to logs/access.log in "combined" (as nginx).
 //   buffer=SIZE   (1..16m) lines are collected per worker and per file and written when the
 //                 buffer would overflow, when the flush timer fires, before the worker exits,
-//                 and (after USR1) to the old file on the first flush that sees the reopened one.
+//                 and on USR1 before the files are reopened (so they land in the old file).
 //                 The buffer belongs to the file: every access_log to that file shares it, and
 //                 two buffered access_logs to one file must agree on buffer= and flush=.
-//   flush=TIME    the longest time a line waits in the buffer (needs buffer=). The timer runs in
-//                 a small per-worker thread, since modules have no hook into the event loop.
+//   flush=TIME    the longest time a line waits in the buffer (needs buffer=): a timer on the
+//                 worker's event loop, started when a line enters the empty buffer.
 //   if=CONDITION  the request is not logged when CONDITION evaluates to "" or "0".
 // Unbuffered lines go out with one write() each (O_APPEND keeps them whole across workers).
 // The line is formatted in the request's arena; no heap allocation per request.
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <thread>
+#include <string_view>
 #include <vector>
 
 #include "core/config/error.hpp"
 #include "core/config/values.hpp"
+#include "core/event_loop.hpp"
 #include "core/generation.hpp"
 #include "core/http/request.hpp"
 #include "core/log.hpp"
+#include "modules/access_log/log_buffer.hpp"
 #include "modules/access_log/log_format.hpp"
 
 namespace tollgate {
@@ -57,6 +50,7 @@ namespace {
 
 using access_log::CompiledFormat;
 using access_log::Escape;
+using access_log::LineBuffer;
 
 constexpr std::string_view kCombined =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent "
@@ -144,7 +138,8 @@ size_t add_file(DirectiveContext& ctx, AccessLogMainConf& mc, std::shared_ptr<Op
         if (spec.file != file) continue;
         if (buffer == 0) return i;
         if (spec.buffer != 0 && (spec.buffer != buffer || spec.flush_ms != flush_ms)) {
-            ctx.fail("access_log \"" + ctx.arg(0) + "\" already defined with conflicting parameters");
+            ctx.fail("access_log \"" + ctx.arg(0) +
+                     "\" already defined with conflicting parameters");
         }
         spec.buffer = buffer;
         spec.flush_ms = flush_ms;
@@ -220,179 +215,55 @@ void merge_location(const ModuleConf& parent_base, ModuleConf& child_base) {
 
 // ---- per-worker buffers ------------------------------------------------------------------------
 
-int64_t steady_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
-
-// Writes all of `data` to `fd`; returns 0 or the errno.
-int write_all(int fd, const char* data, size_t len) {
-    while (len > 0) {
-        ssize_t n = ::write(fd, data, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        data += n;
-        len -= static_cast<size_t>(n);
-    }
-    return 0;
-}
-
-struct Buffer {
-    OpenFile* file = nullptr;
-    size_t cap = 0;
-    uint64_t flush_ms = 0;
-    std::unique_ptr<char[]> data;
-    size_t len = 0;
-    int64_t first_ms = 0;  // steady clock time the oldest pending line was added
-    // Our own duplicate of the file's fd. USR1 swaps a new file in under file->fd(); this one
-    // still names the old file, so lines buffered before the reopen are written there.
-    int fd = -1;
-    dev_t dev = 0;
-    ino_t ino = 0;
-    std::atomic<int> error{0};  // a write errno seen by the flush thread, reported later
-    std::mutex mu;
-
-    // Takes a fresh duplicate of the file's current fd.
-    void attach_fd() {
-        int nfd = ::fcntl(file->fd(), F_DUPFD_CLOEXEC, 0);
-        if (nfd < 0) return;
-        if (fd >= 0) ::close(fd);
-        fd = nfd;
-        struct stat st;
-        if (::fstat(fd, &st) == 0) {
-            dev = st.st_dev;
-            ino = st.st_ino;
-        }
-    }
-
-    // Writes the pending lines; then follows a reopened file. Called with `mu` held.
-    void flush_locked() {
-        struct stat st;
-        bool reopened = ::fstat(file->fd(), &st) == 0 && (st.st_dev != dev || st.st_ino != ino);
-        if (len > 0) {
-            int err = write_all(fd >= 0 ? fd : file->fd(), data.get(), len);
-            if (err != 0) error.store(err, std::memory_order_relaxed);
-            len = 0;
-        }
-        if (reopened || fd < 0) attach_fd();
-    }
-};
-
-struct WorkerState {
-    const ConfigGeneration* generation = nullptr;
-    std::vector<std::unique_ptr<Buffer>> buffers;  // by file index; null for unbuffered files
-    uint64_t min_flush_ms = 0;
-    std::thread flusher;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool stop = false;
-};
-
-WorkerState* g_state = nullptr;
-
 void report_write_error(const OpenFile& file, int err) {
     // nginx rate-limits these too: a full disk would otherwise flood the error log.
     static int64_t last = 0;
-    int64_t now = steady_ms();
+    int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
     if (now - last < 1000) return;
     last = now;
     LOG_ERROR("write() to \"%s\" failed (%s)", file.path().c_str(), std::strerror(err));
 }
 
-void flusher_main(WorkerState* s) {
-    std::unique_lock lock(s->mu);
-    while (!s->stop) {
-        int64_t now = steady_ms();
-        int64_t next = now + static_cast<int64_t>(s->min_flush_ms);
-        for (auto& b : s->buffers) {
-            if (!b || b->flush_ms == 0) continue;
-            std::lock_guard guard(b->mu);
-            if (b->len == 0) continue;
-            int64_t due = b->first_ms + static_cast<int64_t>(b->flush_ms);
-            if (due <= now) {
-                b->flush_locked();
-            } else {
-                next = std::min(next, due);
-            }
-        }
-        s->cv.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(next - now, 1)));
-    }
-}
+// This worker's buffers, by file index (null for unbuffered files). A raw pointer, freed in
+// exit_worker: the buffers' timers must not outlive the worker's event_base.
+std::vector<std::unique_ptr<LineBuffer>>* g_buffers = nullptr;
 
-void init_worker(const ConfigGeneration& generation) {
+void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
     const auto& mc = generation.main_conf<AccessLogMainConf>(access_log_index());
     bool any = std::any_of(mc.files.begin(), mc.files.end(),
                            [](const FileSpec& f) { return f.buffer != 0; });
     if (!any) return;
-    auto* s = new WorkerState;
-    s->generation = &generation;
-    s->buffers.resize(mc.files.size());
+    auto buffers = std::make_unique<std::vector<std::unique_ptr<LineBuffer>>>(mc.files.size());
     for (size_t i = 0; i < mc.files.size(); ++i) {
         const FileSpec& spec = mc.files[i];
         if (spec.buffer == 0) continue;
-        auto b = std::make_unique<Buffer>();
-        b->file = spec.file.get();
-        b->cap = spec.buffer;
-        b->flush_ms = spec.flush_ms;
-        b->data = std::make_unique<char[]>(spec.buffer);
-        b->attach_fd();
-        if (spec.flush_ms != 0 && (s->min_flush_ms == 0 || spec.flush_ms < s->min_flush_ms)) {
-            s->min_flush_ms = spec.flush_ms;
-        }
-        s->buffers[i] = std::move(b);
+        (*buffers)[i] = std::make_unique<LineBuffer>(*spec.file, spec.buffer, spec.flush_ms, loop,
+                                                     report_write_error);
     }
-    g_state = s;
-    if (s->min_flush_ms == 0) return;
-    // The thread must never take the worker's signals: libevent handles them on the main thread.
-    sigset_t all;
-    sigset_t old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    try {
-        s->flusher = std::thread(flusher_main, s);
-    } catch (const std::system_error& e) {
-        LOG_ERROR("access_log: cannot start the flush thread (%s); buffers flush when full",
-                  e.what());
+    g_buffers = buffers.release();
+}
+
+void flush_all() {
+    if (g_buffers == nullptr) return;
+    for (auto& b : *g_buffers) {
+        if (b) b->flush();
     }
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+// USR1: the files are about to be reopened; what is pending belongs to the old ones.
+void before_reopen(const ConfigGeneration&) {
+    flush_all();
 }
 
 void exit_worker(const ConfigGeneration&) {
-    WorkerState* s = g_state;
-    if (s == nullptr) return;
-    if (s->flusher.joinable()) {
-        {
-            std::lock_guard lock(s->mu);
-            s->stop = true;
-        }
-        s->cv.notify_all();
-        s->flusher.join();
-    }
-    for (auto& b : s->buffers) {
-        if (!b) continue;
-        std::lock_guard guard(b->mu);
-        b->flush_locked();
-        if (int err = b->error.exchange(0); err != 0) report_write_error(*b->file, err);
-        if (b->fd >= 0) ::close(b->fd);
-        b->fd = -1;
-    }
-    g_state = nullptr;
-    delete s;
+    flush_all();
+    delete g_buffers;  // and with them their timers
+    g_buffers = nullptr;
 }
 
 // ---- the log handler ---------------------------------------------------------------------------
-
-// The variable's value; false when it is not found for this request.
-bool get_variable(http::Request& r, const VariableRef& ref, std::string_view& out) {
-    const VariableDef& def = r.variables().at(ref.index);
-    if (def.get == nullptr) return false;
-    if (!def.cacheable) return def.get(r, ref.suffix, def.data, out);
-    out = evaluate_variable(r, ref);
-    return r.variable_cache()[ref.index].state == 1;
-}
 
 void format_line(http::Request& r, const CompiledFormat& f, std::pmr::string& line) {
     line.reserve(f.literal_size + 48 * f.ops.size() + 1);
@@ -402,7 +273,7 @@ void format_line(http::Request& r, const CompiledFormat& f, std::pmr::string& li
             continue;
         }
         std::string_view v;
-        if (get_variable(r, op.ref, v)) {
+        if (lookup_variable(r, op.ref, v)) {
             access_log::append_escaped(line, v, f.escape);
         } else {
             line += access_log::not_found_text(f.escape);
@@ -412,24 +283,13 @@ void format_line(http::Request& r, const CompiledFormat& f, std::pmr::string& li
 }
 
 void write_line(const LogTarget& t, std::string_view line) {
-    Buffer* b = g_state != nullptr && t.file < g_state->buffers.size()
-                    ? g_state->buffers[t.file].get()
-                    : nullptr;
-    if (b == nullptr) {
-        if (!t.open_file->write(line.data(), line.size())) report_write_error(*t.open_file, errno);
-        return;
+    LineBuffer* b =
+        g_buffers != nullptr && t.file < g_buffers->size() ? (*g_buffers)[t.file].get() : nullptr;
+    if (b != nullptr) {
+        b->add(line);
+    } else if (!t.open_file->write(line.data(), line.size())) {
+        report_write_error(*t.open_file, errno);
     }
-    std::lock_guard guard(b->mu);
-    if (int err = b->error.exchange(0); err != 0) report_write_error(*b->file, err);
-    if (line.size() > b->cap - b->len) b->flush_locked();
-    if (line.size() > b->cap) {
-        int err = write_all(b->fd >= 0 ? b->fd : b->file->fd(), line.data(), line.size());
-        if (err != 0) report_write_error(*b->file, err);
-        return;
-    }
-    if (b->len == 0) b->first_ms = steady_ms();
-    std::memcpy(b->data.get() + b->len, line.data(), line.size());
-    b->len += line.size();
 }
 
 Verdict log_request(http::Request& r, const void* data) {
@@ -506,6 +366,7 @@ extern const Module access_log_module = {
     .attach_location = attach,
     .init_worker = init_worker,
     .exit_worker = exit_worker,
+    .before_reopen = before_reopen,
 };
 
 namespace {

@@ -1,0 +1,21 @@
+// The worker's EventLoop (core/event_loop.hpp) on a libevent event_base.
+#pragma once
+
+#include "core/event_loop.hpp"
+
+struct event_base;
+
+namespace tollgate::worker {
+
+class LibeventLoop final : public EventLoop {
+  public:
+    explicit LibeventLoop(event_base* base) : base_(base) {}
+    std::unique_ptr<Timer> make_timer(std::function<void()> on_fire) override;
+    std::unique_ptr<Stream> connect(const sockaddr* addr, socklen_t len, StreamHandler& handler,
+                                    uint64_t timeout_ms) override;
+
+  private:
+    event_base* base_;
+};
+
+}  // namespace tollgate::worker
