@@ -1,0 +1,888 @@
+#include "modules/proxy/proxy.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <list>
+#include <memory_resource>
+
+#include "core/http/chunked.hpp"
+#include "core/http/http_config.hpp"
+#include "core/http/response_head.hpp"
+#include "core/log.hpp"
+
+namespace tollgate::proxy {
+
+namespace {
+
+// Request body bytes queued toward the upstream before we wait for it to drain.
+constexpr size_t kBodyWindow = 65536;
+
+int64_t now_ms() {
+    return http::now_usec() / 1000;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i]))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// True when `list` (a Connection header value) names `name` as one of its tokens.
+bool connection_names(std::string_view list, std::string_view name) {
+    size_t pos = 0;
+    while (pos <= list.size()) {
+        size_t end = list.find(',', pos);
+        if (end == std::string_view::npos) end = list.size();
+        std::string_view t = list.substr(pos, end - pos);
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+        if (iequals(t, name)) return true;
+        pos = end + 1;
+    }
+    return false;
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction.
+bool is_hop_by_hop(std::string_view name, const std::pmr::vector<http::Header>& headers) {
+    static constexpr std::string_view kFixed[] = {"connection", "keep-alive",        "te",
+                                                  "trailer",    "transfer-encoding", "upgrade"};
+    for (std::string_view f : kFixed) {
+        if (iequals(name, f)) return true;
+    }
+    if (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-")) return true;
+    for (const http::Header& h : headers) {
+        if (iequals(h.name, "connection") && connection_names(h.value, name)) return true;
+    }
+    return false;
+}
+
+bool in_list(const std::optional<std::vector<std::string>>& list, std::string_view name) {
+    if (!list) return false;
+    return std::any_of(list->begin(), list->end(),
+                       [&](const std::string& s) { return iequals(s, name); });
+}
+
+// Percent-escapes what may not appear raw in a request path.
+void append_escaped_path(std::pmr::string& out, std::string_view path) {
+    static const char* hex = "0123456789ABCDEF";
+    for (unsigned char c : path) {
+        if (c <= 0x20 || c >= 0x7F || c == '%' || c == '?' || c == '#' || c == '"') {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+}
+
+// ---- per-worker state ------------------------------------------------------------------------
+
+struct PeerState {
+    int fails = 0;
+    int64_t down_until_ms = 0;
+    int current_weight = 0;
+};
+
+class Pool;
+
+// A parked keepalive connection: it only waits to be reused, closed by the upstream, or timed out.
+struct IdleConn final : StreamHandler {
+    Pool* pool = nullptr;
+    size_t peer = 0;
+    uint64_t requests = 0;
+    std::unique_ptr<Stream> stream;
+    std::unique_ptr<Timer> timer;
+    void on_readable() override;  // unsolicited bytes or a close: the connection is unusable
+    void on_drained() override {}
+    void on_stream_event(StreamEvent) override;
+};
+
+class Pool {
+  public:
+    Pool(const Upstream& up, EventLoop& loop) : up_(up), loop_(loop) {}
+    void park(size_t peer, uint64_t requests, std::unique_ptr<Stream> stream) {
+        if (idle_.size() >= up_.keepalive) idle_.pop_back();  // the least recently used goes
+        auto c = std::make_unique<IdleConn>();
+        IdleConn* raw = c.get();
+        c->pool = this;
+        c->peer = peer;
+        c->requests = requests;
+        c->stream = std::move(stream);
+        c->stream->set_handler(*c);
+        c->stream->resume_reading();
+        c->timer = loop_.make_timer([this, raw] { drop(raw); });
+        c->timer->start(up_.keepalive_timeout_ms);
+        idle_.push_front(std::move(c));
+    }
+    // Takes an idle connection to `peer`, or nothing.
+    std::unique_ptr<Stream> take(size_t peer, uint64_t& requests) {
+        for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+            if ((*it)->peer != peer) continue;
+            std::unique_ptr<Stream> s = std::move((*it)->stream);
+            requests = (*it)->requests;
+            idle_.erase(it);
+            return s;
+        }
+        return nullptr;
+    }
+    void drop(IdleConn* c) {
+        idle_.remove_if([c](const std::unique_ptr<IdleConn>& p) { return p.get() == c; });
+    }
+    void clear() { idle_.clear(); }
+
+  private:
+    const Upstream& up_;
+    EventLoop& loop_;
+    std::list<std::unique_ptr<IdleConn>> idle_;
+};
+
+void IdleConn::on_readable() {
+    pool->drop(this);
+}
+void IdleConn::on_stream_event(StreamEvent) {
+    pool->drop(this);
+}
+
+struct UpstreamState {
+    const Upstream* up = nullptr;
+    std::vector<PeerState> peers;
+    std::unique_ptr<Pool> pool;
+};
+
+struct WorkerState {
+    EventLoop* loop = nullptr;
+    std::vector<UpstreamState> upstreams;
+};
+
+WorkerState* g_worker = nullptr;
+
+// Smooth weighted round robin (nginx's), skipping down, failed and already tried servers;
+// backups only when no primary is available. Returns -1 when none is left.
+int pick_peer(UpstreamState& us, const std::pmr::vector<bool>& tried) {
+    int64_t now = now_ms();
+    for (bool backup : {false, true}) {
+        int best = -1;
+        int total = 0;
+        for (size_t i = 0; i < us.up->servers.size(); ++i) {
+            const UpstreamServer& s = us.up->servers[i];
+            PeerState& p = us.peers[i];
+            if (s.backup != backup || s.down || tried[i]) continue;
+            if (s.max_fails > 0 && p.fails >= s.max_fails && now < p.down_until_ms) continue;
+            p.current_weight += s.weight;
+            total += s.weight;
+            if (best < 0 || p.current_weight > us.peers[best].current_weight) {
+                best = static_cast<int>(i);
+            }
+        }
+        if (best >= 0) {
+            us.peers[best].current_weight -= total;
+            return best;
+        }
+    }
+    return -1;
+}
+
+void peer_failed(UpstreamState& us, size_t i) {
+    const UpstreamServer& s = us.up->servers[i];
+    PeerState& p = us.peers[i];
+    int64_t now = now_ms();
+    if (now >= p.down_until_ms && p.fails >= s.max_fails) p.fails = 0;  // a new fail window
+    ++p.fails;
+    if (s.max_fails > 0 && p.fails >= s.max_fails) {
+        p.down_until_ms = now + static_cast<int64_t>(s.fail_timeout_ms);
+        LOG_WARN("upstream server temporarily disabled: %s in upstream \"%s\"", s.addr_text.c_str(),
+                 us.up->name.c_str());
+    }
+}
+
+// ---- the exchange ----------------------------------------------------------------------------
+
+class Exchange final : public http::RequestTask, public http::BodySource, public StreamHandler {
+  public:
+    Exchange(http::Request& r, const ProxyLocConf& conf, UpstreamState& us)
+        : r_(r),
+          conf_(conf),
+          us_(us),
+          tried_(us.up->servers.size(), false, r.arena),
+          limits_{8192, static_cast<size_t>(conf.head_limit()), 200},
+          scanner_(limits_),
+          resp_(r.arena),
+          timer_(g_worker->loop->make_timer([this] { on_timeout(); })) {}
+
+    ~Exchange() { close_upstream(); }
+
+    // Starts the exchange inside the content handler. Returns the handler's verdict.
+    Verdict start() {
+        in_handler_ = true;
+        start_usec_ = http::now_usec();
+        if (r_.has_body() && r_.head.framing == http::BodyFraming::Chunked &&
+            conf_.http_version_minor.value_or(1) == 0) {
+            in_handler_ = false;
+            return r_.respond_error(411, "chunked request bodies need proxy_http_version 1.1");
+        }
+        r_.task = this;
+        connect_next();
+        in_handler_ = false;
+        return answered_ ? Verdict::Respond : Verdict::Suspend;
+    }
+
+    // Variables.
+    std::string_view upstream_addr() const { return addr_; }
+    int upstream_status() const { return resp_.status; }
+    int64_t connect_usec() const { return connect_usec_; }
+    int64_t header_usec() const { return header_usec_; }
+    int64_t response_usec() const {
+        return (end_usec_ != 0 ? end_usec_ : http::now_usec()) - start_usec_;
+    }
+    const http::ResponseHead& response() const { return resp_; }
+    bool has_response() const { return resp_.status != 0; }
+
+    // RequestTask: the client went away or the request ended early.
+    void abort() override {
+        state_ = State::Done;
+        timer_->stop();
+        close_upstream();
+    }
+    void on_body_available() override {
+        if (state_ == State::Sending || state_ == State::Reading) pump_body();
+    }
+
+    // BodySource: the worker pulls the response body.
+    Pull pull(Buffer& out, size_t max) override {
+        if (state_ != State::Streaming) return failed_ ? Pull::Error : Pull::Done;
+        Buffer& in = conn_->input();
+        size_t before = out.size();
+        bool complete = false;
+        switch (resp_.framing) {
+            case http::ResponseFraming::ContentLength: {
+                size_t n = std::min<uint64_t>(std::min<uint64_t>(remaining_, in.size()), max);
+                out.move_from(in, n);
+                remaining_ -= n;
+                complete = remaining_ == 0;
+                break;
+            }
+            case http::ResponseFraming::Chunked:
+                while (out.size() - before < max) {
+                    std::string_view seg = in.front();
+                    if (seg.empty()) break;
+                    auto step = chunked_.next(seg);
+                    in.drain(step.framing);
+                    size_t take = std::min(step.data, max - (out.size() - before));
+                    if (take > 0) out.move_from(in, take);
+                    if (step.status == http::ChunkedDecoder::Status::Error) {
+                        LOG_ERROR("upstream sent invalid chunked response while reading upstream");
+                        failed_ = true;
+                        finish(false);
+                        return Pull::Error;
+                    }
+                    if (step.status == http::ChunkedDecoder::Status::Done) {
+                        complete = true;
+                        break;
+                    }
+                    if (step.framing == 0 && take == 0) break;
+                }
+                break;
+            case http::ResponseFraming::UntilClose:
+                out.move_from(in, std::min(in.size(), max));
+                complete = upstream_eof_ && in.empty();
+                break;
+            case http::ResponseFraming::None:
+                complete = true;
+                break;
+        }
+        bool moved = out.size() > before;
+        if (complete) {
+            finish(true);
+            return moved ? Pull::Data : Pull::Done;
+        }
+        if (conn_ != nullptr) conn_->resume_reading();
+        if (moved) return Pull::Data;
+        if (failed_ || upstream_eof_) {
+            LOG_ERROR(
+                "upstream prematurely closed connection while reading upstream, "
+                "upstream: %s",
+                addr_.c_str());
+            finish(false);
+            return Pull::Error;
+        }
+        waiting_ = true;
+        return Pull::Wait;
+    }
+
+    // StreamHandler: the upstream connection.
+    void on_connected() override {
+        connect_usec_ = http::now_usec() - start_usec_;
+        send_request();
+    }
+    void on_readable() override {
+        if (state_ == State::Sending || state_ == State::Reading) {
+            read_head();
+        } else if (state_ == State::Streaming) {
+            timer_->start(conf_.read_timeout());
+            if (waiting_) {
+                waiting_ = false;
+                r_.body_ready();
+            }
+        }
+    }
+    void on_drained() override {
+        if (!body_done_ && (state_ == State::Sending || state_ == State::Reading)) pump_body();
+    }
+    void on_stream_event(StreamEvent e) override {
+        if (state_ == State::Connecting ||
+            ((state_ == State::Sending || state_ == State::Reading) && !got_bytes_)) {
+            if (reused_ && !body_started_ && state_ != State::Connecting) {
+                // A kept-alive connection the upstream closed meanwhile: try a fresh one.
+                close_upstream();
+                reused_ = false;
+                tried_[peer_] = false;
+                connect_to(peer_, true);
+                return;
+            }
+            bool timeout = e == StreamEvent::ConnectTimeout || e == StreamEvent::WriteTimeout;
+            LOG_ERROR("%s while %s to upstream, upstream: %s",
+                      timeout ? "upstream timed out" : "connect() failed or connection lost",
+                      state_ == State::Connecting ? "connecting" : "sending request",
+                      addr_.c_str());
+            peer_failed(us_, peer_);
+            close_upstream();
+            if (!body_started_) {
+                connect_next(timeout ? 504 : 502);
+            } else {
+                fail(timeout ? 504 : 502);
+            }
+            return;
+        }
+        if (state_ == State::Sending || state_ == State::Reading) {
+            LOG_ERROR(
+                "upstream prematurely closed connection while reading response header, "
+                "upstream: %s",
+                addr_.c_str());
+            close_upstream();
+            fail(e == StreamEvent::WriteTimeout ? 504 : 502);
+            return;
+        }
+        if (state_ == State::Streaming) {
+            if (e == StreamEvent::Eof) {
+                upstream_eof_ = true;
+            } else {
+                failed_ = true;
+            }
+            if (waiting_) {
+                waiting_ = false;
+                r_.body_ready();
+            }
+        }
+    }
+
+  private:
+    enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Done };
+
+    void connect_next(int status_if_none = 502) {
+        int peer = pick_peer(us_, tried_);
+        if (peer < 0) {
+            if (status_if_none == 502 && !any_tried_) {
+                LOG_ERROR("no live upstreams while connecting to upstream \"%s\"",
+                          us_.up->name.c_str());
+            }
+            fail(status_if_none);
+            return;
+        }
+        connect_to(static_cast<size_t>(peer), false);
+    }
+
+    void connect_to(size_t peer, bool fresh_only) {
+        peer_ = peer;
+        tried_[peer] = true;
+        any_tried_ = true;
+        const UpstreamServer& s = us_.up->servers[peer];
+        addr_ = s.addr_text;
+        state_ = State::Connecting;
+        got_bytes_ = false;
+        if (!fresh_only && us_.pool) {
+            conn_ = us_.pool->take(peer, conn_requests_);
+            if (conn_ != nullptr) {
+                reused_ = true;
+                conn_->set_handler(*this);
+                connect_usec_ = 0;
+                send_request();
+                return;
+            }
+        }
+        conn_requests_ = 0;
+        conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
+                                        *this, conf_.connect_timeout());
+        if (conn_ == nullptr) {
+            LOG_ERROR("socket() failed while connecting to upstream %s", addr_.c_str());
+            fail(502);
+        }
+    }
+
+    void send_request() {
+        state_ = State::Sending;
+        ++conn_requests_;
+        conn_->set_read_limit(std::max<uint64_t>(conf_.head_limit(), conf_.read_ahead()));
+        std::pmr::string h(r_.arena);
+        h.reserve(1024);
+        h += r_.head.method_name;
+        h += ' ';
+        if (conf_.has_uri) {
+            h += conf_.uri;
+            std::string_view rest = r_.uri;
+            if (rest.substr(0, conf_.location_prefix.size()) == conf_.location_prefix) {
+                rest.remove_prefix(conf_.location_prefix.size());
+            }
+            append_escaped_path(h, rest);
+            if (!r_.args.empty()) {
+                h += '?';
+                h += r_.args;
+            }
+        } else if (r_.redirects == 0) {
+            h += r_.head.path;  // as the client sent it (origin-form even for absolute-form)
+            if (!r_.head.query.empty() || r_.head.target.find('?') != std::string_view::npos) {
+                h += '?';
+                h += r_.head.query;
+            }
+        } else {
+            append_escaped_path(h, r_.uri);
+            if (!r_.args.empty()) {
+                h += '?';
+                h += r_.args;
+            }
+        }
+        int minor = conf_.http_version_minor.value_or(1);
+        h += minor == 1 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n";
+
+        auto overridden = [&](std::string_view name) {
+            if (!conf_.set_headers) return false;
+            for (const HeaderSetting& s : *conf_.set_headers) {
+                if (iequals(s.name, name)) return true;
+            }
+            return false;
+        };
+        auto add = [&](std::string_view name, std::string_view value) {
+            h += name;
+            h += ": ";
+            h += value;
+            h += "\r\n";
+        };
+        if (!overridden("host")) add("Host", conf_.proxy_host);
+        if (!overridden("x-forwarded-for")) {
+            const http::Header* xff = r_.head.find("x-forwarded-for");
+            h += "X-Forwarded-For: ";
+            if (xff != nullptr && !xff->value.empty()) {
+                h += xff->value;
+                h += ", ";
+            }
+            h += r_.conn.remote_addr;
+            h += "\r\n";
+        }
+        if (!overridden("x-forwarded-proto")) add("X-Forwarded-Proto", "http");
+        if (!overridden("x-forwarded-host") && !r_.head.host.empty()) {
+            add("X-Forwarded-Host", r_.head.host);
+        }
+        if (!overridden("connection")) {
+            bool pooled = us_.up->keepalive > 0;
+            if (!pooled) {
+                add("Connection", "close");
+            } else if (minor == 0) {
+                add("Connection", "keep-alive");
+            }
+        }
+        if (conf_.set_headers) {
+            for (const HeaderSetting& s : *conf_.set_headers) {
+                std::string_view v = s.value.evaluate(r_);
+                if (!v.empty()) add(s.name, v);
+            }
+        }
+        for (const http::Header& hd : r_.head.headers) {
+            if (is_hop_by_hop(hd.name, r_.head.headers) || iequals(hd.name, "host") ||
+                iequals(hd.name, "content-length") || iequals(hd.name, "expect") ||
+                iequals(hd.name, "x-forwarded-for") || iequals(hd.name, "x-forwarded-proto") ||
+                iequals(hd.name, "x-forwarded-host") || overridden(hd.name)) {
+                continue;
+            }
+            add(hd.name, hd.value);
+        }
+        chunked_up_ = false;
+        if (r_.has_body()) {
+            if (r_.head.framing == http::BodyFraming::ContentLength) {
+                add("Content-Length", std::to_string(r_.head.content_length));
+            } else {
+                add("Transfer-Encoding", "chunked");
+                chunked_up_ = true;
+            }
+        } else {
+            body_done_ = true;
+        }
+        h += "\r\n";
+        conn_->output().append(h);
+        conn_->resume_reading();
+        pump_body();
+    }
+
+    // Moves request body bytes from the client toward the upstream while the upstream takes them.
+    void pump_body() {
+        if (pumping_ || conn_ == nullptr) return;
+        pumping_ = true;
+        while (!body_done_ && conn_->output().size() < kBodyWindow) {
+            Buffer chunk;
+            http::BodyRead rd = r_.read_body(chunk, kBodyWindow);
+            if (rd == http::BodyRead::Data) {
+                body_started_ = true;
+                if (chunked_up_) {
+                    char line[24];
+                    int n = std::snprintf(line, sizeof(line), "%zx\r\n", chunk.size());
+                    conn_->output().append(std::string_view(line, static_cast<size_t>(n)));
+                    conn_->output().move_from(chunk);
+                    conn_->output().append("\r\n");
+                } else {
+                    conn_->output().move_from(chunk);
+                }
+                continue;
+            }
+            if (rd == http::BodyRead::Wait) break;
+            if (rd == http::BodyRead::Done) {
+                if (chunked_up_) conn_->output().append("0\r\n\r\n");
+                body_done_ = true;
+                break;
+            }
+            // The client's body is bad or the client left: nothing sensible can reach upstream.
+            pumping_ = false;
+            close_upstream();
+            int status = r_.body_error_status;
+            if (status == 0) {
+                abort_quietly();
+            } else {
+                fail(status);
+            }
+            return;
+        }
+        if (body_done_ && state_ == State::Sending) {
+            state_ = State::Reading;
+            timer_->start(conf_.read_timeout());
+        }
+        pumping_ = false;
+        // Last: on_drained() may come back here (and the exchange may be gone after a failure).
+        if (!conn_->output().empty()) conn_->flush(conf_.send_timeout());
+    }
+
+    void read_head() {
+        Buffer& in = conn_->input();
+        while (!in.empty()) {
+            got_bytes_ = true;
+            std::string_view bytes = in.pullup(std::min<size_t>(in.size(), limits_.max_head + 4));
+            auto st = scanner_.scan(bytes);
+            if (st == http::ResponseHeadScanner::Status::NeedMore) {
+                if (in.size() > limits_.max_head) {
+                    LOG_ERROR(
+                        "upstream sent too big header while reading response header, "
+                        "upstream: %s",
+                        addr_.c_str());
+                    invalid();
+                }
+                return;
+            }
+            if (st == http::ResponseHeadScanner::Status::Error) {
+                LOG_ERROR(
+                    "upstream sent invalid header while reading response header, "
+                    "upstream: %s",
+                    addr_.c_str());
+                invalid();
+                return;
+            }
+            size_t len = scanner_.head_length();
+            std::string_view head = r_.copy(bytes.substr(0, len));
+            in.drain(len);
+            if (!http::parse_response_head(head, limits_, r_.head.method, resp_)) {
+                LOG_ERROR("upstream sent invalid response, upstream: %s", addr_.c_str());
+                invalid();
+                return;
+            }
+            if (resp_.informational()) {  // 100, 103: wait for the final response
+                scanner_.reset();
+                resp_.status = 0;
+                continue;
+            }
+            if (resp_.upgrade) {
+                LOG_ERROR(
+                    "upstream switched protocols, which this proxy does not tunnel yet, "
+                    "upstream: %s",
+                    addr_.c_str());
+                invalid();
+                return;
+            }
+            accept_head();
+            return;
+        }
+    }
+
+    void invalid() {
+        close_upstream();
+        fail(502);
+    }
+
+    void accept_head() {
+        header_usec_ = http::now_usec() - start_usec_;
+        timer_->stop();
+        r_.status = resp_.status;
+        for (const http::Header& hd : resp_.headers) {
+            if (is_hop_by_hop(hd.name, resp_.headers) || iequals(hd.name, "content-length")) {
+                continue;
+            }
+            if (iequals(hd.name, "content-type")) {
+                r_.content_type = hd.value;
+                continue;
+            }
+            bool hidden_by_default =
+                iequals(hd.name, "date") || iequals(hd.name, "server") ||
+                iequals(hd.name, "x-pad") ||
+                (hd.name.size() > 8 && iequals(hd.name.substr(0, 8), "x-accel-"));
+            if ((hidden_by_default && !in_list(conf_.pass_headers, hd.name)) ||
+                in_list(conf_.hide_headers, hd.name)) {
+                continue;
+            }
+            r_.add_header(hd.name, hd.value);
+        }
+        if (resp_.framing == http::ResponseFraming::ContentLength) {
+            r_.content_length = static_cast<int64_t>(resp_.content_length);
+            remaining_ = resp_.content_length;
+        } else if (const http::Header* cl = resp_.find("content-length");
+                   cl != nullptr && r_.head.method == http::Method::Head) {
+            r_.content_length = static_cast<int64_t>(std::strtoull(cl->value.data(), nullptr, 10));
+        }
+        if (resp_.framing == http::ResponseFraming::None ||
+            (resp_.framing == http::ResponseFraming::ContentLength && remaining_ == 0)) {
+            finish(true);
+            r_.body = http::ResponseBody{};
+            if (r_.content_length < 0 && r_.head.method != http::Method::Head) {
+                r_.content_length = 0;
+            }
+        } else {
+            if (resp_.framing == http::ResponseFraming::Chunked) chunked_.reset();
+            state_ = State::Streaming;
+            r_.body.kind = http::BodyKind::Stream;
+            r_.body.source = this;
+            timer_->start(conf_.read_timeout());
+        }
+        answer();
+    }
+
+    // The response (or an error) is set on the request: hand it to the worker.
+    void answer() {
+        answered_ = true;
+        if (!in_handler_) r_.resume(Verdict::Respond);
+    }
+
+    void fail(int status) {
+        state_ = State::Done;
+        timer_->stop();
+        close_upstream();
+        end_usec_ = http::now_usec();
+        r_.task = nullptr;
+        (void)r_.respond_error(status);
+        answer();
+    }
+
+    void abort_quietly() {
+        state_ = State::Done;
+        timer_->stop();
+        close_upstream();
+        r_.task = nullptr;
+    }
+
+    // The response is over (`ok`: complete); keep the connection if it can serve again.
+    void finish(bool ok) {
+        end_usec_ = http::now_usec();
+        timer_->stop();
+        state_ = State::Done;
+        r_.task = nullptr;
+        if (ok) us_.peers[peer_].fails = 0;
+        bool reusable = ok && conn_ != nullptr && us_.pool && resp_.keep_alive && body_done_ &&
+                        conn_->input().empty() && conn_->output().empty() &&
+                        conn_requests_ < us_.up->keepalive_requests;
+        if (reusable) {
+            us_.pool->park(peer_, conn_requests_, std::move(conn_));
+        } else {
+            close_upstream();
+        }
+    }
+
+    void on_timeout() {
+        if (state_ == State::Streaming) {
+            LOG_ERROR("upstream timed out while reading upstream, upstream: %s", addr_.c_str());
+            failed_ = true;
+            close_upstream();
+            if (waiting_) {
+                waiting_ = false;
+                r_.body_ready();
+            }
+            return;
+        }
+        LOG_ERROR(
+            "upstream timed out while reading response header from upstream, "
+            "upstream: %s",
+            addr_.c_str());
+        peer_failed(us_, peer_);
+        close_upstream();
+        fail(504);
+    }
+
+    void close_upstream() { conn_.reset(); }
+
+    http::Request& r_;
+    const ProxyLocConf& conf_;
+    UpstreamState& us_;
+    std::pmr::vector<bool> tried_;
+    http::ResponseLimits limits_;
+    http::ResponseHeadScanner scanner_;
+    http::ResponseHead resp_;
+    http::ChunkedDecoder chunked_;
+    std::unique_ptr<Timer> timer_;
+    std::unique_ptr<Stream> conn_;
+    std::string addr_;
+    State state_ = State::Connecting;
+    size_t peer_ = 0;
+    uint64_t conn_requests_ = 0;
+    uint64_t remaining_ = 0;
+    int64_t start_usec_ = 0;
+    int64_t connect_usec_ = -1;
+    int64_t header_usec_ = -1;
+    int64_t end_usec_ = 0;
+    bool in_handler_ = false;
+    bool answered_ = false;
+    bool reused_ = false;
+    bool any_tried_ = false;
+    bool got_bytes_ = false;
+    bool chunked_up_ = false;
+    bool body_done_ = false;
+    bool body_started_ = false;
+    bool pumping_ = false;
+    bool waiting_ = false;
+    bool failed_ = false;
+    bool upstream_eof_ = false;
+};
+
+void destroy_exchange(void* p) {
+    static_cast<Exchange*>(p)->~Exchange();
+}
+
+const Exchange* exchange_of(http::Request& r) {
+    return static_cast<const Exchange*>(r.module_ctx(proxy_index()));
+}
+
+std::string_view seconds(http::Request& r, int64_t usec) {
+    if (usec < 0) return "-";
+    char buf[32];
+    int n = std::snprintf(buf, sizeof(buf), "%lld.%03lld", static_cast<long long>(usec / 1000000),
+                          static_cast<long long>((usec / 1000) % 1000));
+    return r.copy(std::string_view(buf, static_cast<size_t>(n)));
+}
+
+bool v_upstream_addr(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
+    const Exchange* ex = exchange_of(r);
+    if (ex == nullptr) return false;
+    out = r.copy(ex->upstream_addr());
+    return true;
+}
+bool v_upstream_status(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
+    const Exchange* ex = exchange_of(r);
+    if (ex == nullptr || !ex->has_response()) return false;
+    out = r.copy(std::to_string(ex->upstream_status()));
+    return true;
+}
+bool v_upstream_time(http::Request& r, std::string_view, uintptr_t which, std::string_view& out) {
+    const Exchange* ex = exchange_of(r);
+    if (ex == nullptr) return false;
+    int64_t us = which == 0   ? ex->response_usec()
+                 : which == 1 ? ex->connect_usec()
+                              : ex->header_usec();
+    out = seconds(r, us);
+    return true;
+}
+bool v_upstream_http(http::Request& r, std::string_view name, uintptr_t, std::string_view& out) {
+    const Exchange* ex = exchange_of(r);
+    if (ex == nullptr || !ex->has_response()) return false;
+    for (const http::Header& h : ex->response().headers) {
+        if (h.name.size() != name.size()) continue;
+        bool same = true;
+        for (size_t i = 0; i < name.size() && same; ++i) {
+            char a = static_cast<char>(std::tolower(static_cast<unsigned char>(h.name[i])));
+            same = (a == '-' ? '_' : a) == name[i];
+        }
+        if (same) {
+            out = h.value;
+            return true;
+        }
+    }
+    return false;
+}
+bool v_proxy_host(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
+    if (r.location == nullptr) return false;
+    const auto& c = static_cast<const ProxyLocConf&>(*r.location_conf(proxy_index()));
+    if (!c.pass) return false;
+    out = c.proxy_host;
+    return true;
+}
+bool v_proxy_add_xff(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
+    const http::Header* xff = r.head.find("x-forwarded-for");
+    if (xff == nullptr || xff->value.empty()) {
+        out = r.conn.remote_addr;
+        return true;
+    }
+    std::pmr::string s(xff->value, r.arena);
+    s += ", ";
+    s += r.conn.remote_addr;
+    out = r.copy(s);
+    return true;
+}
+
+}  // namespace
+
+void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
+    const auto& main = static_cast<const ProxyMainConf&>(*generation.main_confs[proxy_index()]);
+    g_worker = new WorkerState();
+    g_worker->loop = &loop;
+    g_worker->upstreams.resize(main.upstreams.size());
+    for (const auto& up : main.upstreams) {
+        UpstreamState& us = g_worker->upstreams[up->index];
+        us.up = up.get();
+        us.peers.resize(up->servers.size());
+        if (up->keepalive > 0) us.pool = std::make_unique<Pool>(*up, loop);
+    }
+}
+
+void exit_worker(const ConfigGeneration&) {
+    delete g_worker;  // closes the idle upstream connections and frees their timers
+    g_worker = nullptr;
+}
+
+Verdict proxy_handler(http::Request& r, const void* data) {
+    const auto& conf = *static_cast<const ProxyLocConf*>(data);
+    UpstreamState& us = g_worker->upstreams[conf.upstream->index];
+    void* mem = r.arena->allocate(sizeof(Exchange), alignof(Exchange));
+    auto* ex = new (mem) Exchange(r, conf, us);
+    r.add_cleanup(destroy_exchange, ex);
+    r.set_module_ctx(proxy_index(), ex);
+    return ex->start();
+}
+
+void register_variables(VariableRegistry& reg) {
+    reg.add("upstream_addr", v_upstream_addr, 0, false);
+    reg.add("upstream_status", v_upstream_status, 0, false);
+    reg.add("upstream_response_time", v_upstream_time, 0, false);
+    reg.add("upstream_connect_time", v_upstream_time, 1, false);
+    reg.add("upstream_header_time", v_upstream_time, 2, false);
+    reg.add_prefix("upstream_http_", v_upstream_http);
+    reg.add("proxy_host", v_proxy_host);
+    reg.add("proxy_add_x_forwarded_for", v_proxy_add_xff);
+}
+
+}  // namespace tollgate::proxy

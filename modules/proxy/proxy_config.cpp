@@ -1,0 +1,347 @@
+#include "modules/proxy/proxy_config.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/config/error.hpp"
+#include "core/config/values.hpp"
+#include "core/generation.hpp"
+#include "core/http/http_config.hpp"
+
+namespace tollgate::proxy {
+
+namespace {
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+// Resolves host:port at load (the master may block here) into every address it names.
+bool resolve(const std::string& host, uint16_t port, std::vector<UpstreamServer>& out,
+             std::string& error) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* res = nullptr;
+    std::string h = host;
+    if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    int rc = getaddrinfo(h.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (rc != 0) {
+        error = "host not found in upstream \"" + host + "\"";
+        return false;
+    }
+    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+        UpstreamServer s;
+        std::memcpy(&s.addr, ai->ai_addr, ai->ai_addrlen);
+        s.addr_len = ai->ai_addrlen;
+        char buf[INET6_ADDRSTRLEN];
+        if (ai->ai_family == AF_INET6) {
+            inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, buf,
+                      sizeof(buf));
+            s.addr_text = "[" + std::string(buf) + "]:" + std::to_string(port);
+        } else {
+            inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, buf,
+                      sizeof(buf));
+            s.addr_text = std::string(buf) + ":" + std::to_string(port);
+        }
+        bool dup = std::any_of(out.begin(), out.end(),
+                               [&](const UpstreamServer& o) { return o.addr_text == s.addr_text; });
+        if (!dup) out.push_back(s);
+    }
+    freeaddrinfo(res);
+    return !out.empty();
+}
+
+// Splits "host[:port]" (IPv6 in brackets). Returns false on a bad port.
+bool split_host_port(std::string_view text, std::string& host, uint16_t& port, bool& port_given) {
+    port_given = false;
+    size_t colon = std::string_view::npos;
+    if (!text.empty() && text.front() == '[') {
+        size_t close = text.find(']');
+        if (close == std::string_view::npos) return false;
+        if (close + 1 < text.size()) {
+            if (text[close + 1] != ':') return false;
+            colon = close + 1;
+        }
+    } else {
+        colon = text.rfind(':');
+    }
+    host = std::string(text.substr(0, colon));
+    if (colon != std::string_view::npos) {
+        auto p = conf::parse_int(text.substr(colon + 1));
+        if (!p || *p < 1 || *p > 65535) return false;
+        port = static_cast<uint16_t>(*p);
+        port_given = true;
+    }
+    return !host.empty();
+}
+
+ProxyMainConf& mutable_main(GenerationBuilder& b) {
+    return static_cast<ProxyMainConf&>(*b.generation().main_confs[proxy_index()]);
+}
+
+// ---- upstream { } ----------------------------------------------------------------------------
+
+void upstream_block(DirectiveContext& ctx) {
+    auto& main = ctx.conf<ProxyMainConf>();
+    for (const auto& u : main.upstreams) {
+        if (!u->implicit && u->name == ctx.arg(0)) {
+            ctx.fail("duplicate upstream \"" + ctx.arg(0) + "\"");
+        }
+    }
+    auto up = std::make_unique<Upstream>();
+    up->name = ctx.arg(0);
+    up->index = main.upstreams.size();
+    up->file = *ctx.node.file;
+    up->line = ctx.node.line;
+    main.upstreams.push_back(std::move(up));
+    ConfSlots slots{&ctx.builder.generation().main_confs, nullptr, nullptr};
+    ctx.builder.parse_block(ctx.node, kUpstreamContext, slots);
+    if (main.upstreams.back()->servers.empty()) {
+        ctx.fail("no servers are inside upstream \"" + ctx.arg(0) + "\"");
+    }
+}
+
+void upstream_server(DirectiveContext& ctx) {
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    std::string host;
+    uint16_t port = 80;
+    bool port_given = false;
+    if (!split_host_port(ctx.arg(0), host, port, port_given)) ctx.invalid_value(0);
+    UpstreamServer params;
+    for (size_t i = 1; i < ctx.nargs(); ++i) {
+        std::string_view a = ctx.arg(i);
+        auto value = [&](std::string_view key) -> std::optional<std::string_view> {
+            if (a.substr(0, key.size()) == key) return a.substr(key.size());
+            return std::nullopt;
+        };
+        if (auto v = value("weight=")) {
+            auto n = conf::parse_int(*v);
+            if (!n || *n < 1 || *n > 1000) ctx.invalid_value(i);
+            params.weight = static_cast<int>(*n);
+        } else if (auto v = value("max_fails=")) {
+            auto n = conf::parse_int(*v);
+            if (!n || *n > 1000) ctx.invalid_value(i);
+            params.max_fails = static_cast<int>(*n);
+        } else if (auto v = value("fail_timeout=")) {
+            auto t = conf::parse_time_ms(*v);
+            if (!t) ctx.invalid_value(i);
+            params.fail_timeout_ms = *t;
+        } else if (a == "backup") {
+            params.backup = true;
+        } else if (a == "down") {
+            params.down = true;
+        } else {
+            ctx.fail("invalid parameter \"" + std::string(a) + "\"");
+        }
+    }
+    std::vector<UpstreamServer> resolved;
+    std::string error;
+    if (!resolve(host, port, resolved, error)) ctx.fail(error);
+    for (UpstreamServer& s : resolved) {
+        s.weight = params.weight;
+        s.max_fails = params.max_fails;
+        s.fail_timeout_ms = params.fail_timeout_ms;
+        s.backup = params.backup;
+        s.down = params.down;
+        up.servers.push_back(s);
+    }
+}
+
+void upstream_keepalive(DirectiveContext& ctx) {
+    ctx.conf<ProxyMainConf>().upstreams.back()->keepalive =
+        static_cast<size_t>(ctx.int_arg(0, 1, 65536));
+}
+void upstream_keepalive_timeout(DirectiveContext& ctx) {
+    ctx.conf<ProxyMainConf>().upstreams.back()->keepalive_timeout_ms = ctx.time_ms_arg(0);
+}
+void upstream_keepalive_requests(DirectiveContext& ctx) {
+    ctx.conf<ProxyMainConf>().upstreams.back()->keepalive_requests =
+        static_cast<uint64_t>(ctx.int_arg(0, 1));
+}
+
+// ---- location directives -----------------------------------------------------------------
+
+ProxyLocConf& loc(DirectiveContext& ctx) {
+    return ctx.conf<ProxyLocConf>();
+}
+
+template <class T>
+void set_once(DirectiveContext& ctx, std::optional<T>& field, T value) {
+    if (field) ctx.duplicate();
+    field = std::move(value);
+}
+
+void proxy_pass(DirectiveContext& ctx) {
+    ProxyLocConf& c = loc(ctx);
+    if (c.pass) ctx.duplicate();
+    std::string_view url = ctx.arg(0);
+    if (url.find('$') != std::string_view::npos) {
+        ctx.fail("variables in \"proxy_pass\" are not supported yet");
+    }
+    if (url.substr(0, 7) != "http://") {
+        ctx.fail("invalid URL prefix in \"" + ctx.arg(0) + "\"");
+    }
+    url.remove_prefix(7);
+    size_t slash = url.find('/');
+    std::string_view authority = url.substr(0, slash);
+    if (slash != std::string_view::npos) {
+        c.has_uri = true;
+        c.uri = std::string(url.substr(slash));
+    }
+    if (!split_host_port(authority, c.pass_host, c.pass_port, c.pass_port_given)) {
+        ctx.fail("invalid port in upstream \"" + std::string(authority) + "\"");
+    }
+    c.proxy_host = std::string(authority);
+    c.pass = true;
+    c.pass_file = *ctx.node.file;
+    c.pass_line = ctx.node.line;
+    // nginx: a URI part needs a location whose matched part is known (not a regex or @name).
+    const http::Server& server = *ctx.builder.http()->servers.back();
+    if (server.locations.empty()) ctx.fail("\"proxy_pass\" directive is not allowed here");
+    const http::Location& l = *server.locations.back();
+    if (c.has_uri &&
+        (l.kind == http::Location::Kind::Regex || l.kind == http::Location::Kind::Named)) {
+        ctx.fail(
+            "\"proxy_pass\" cannot have URI part in location given by regular expression, "
+            "or inside named location");
+    }
+    c.location_prefix = l.pattern;
+}
+
+void proxy_set_header(DirectiveContext& ctx) {
+    auto& c = loc(ctx);
+    if (!c.set_headers) c.set_headers.emplace();
+    c.set_headers->push_back(
+        {ctx.arg(0), ComplexValue::compile(ctx.arg(1), ctx.builder.variables(), ctx.node)});
+}
+
+void proxy_hide_header(DirectiveContext& ctx) {
+    auto& c = loc(ctx);
+    if (!c.hide_headers) c.hide_headers.emplace();
+    c.hide_headers->push_back(lower(ctx.arg(0)));
+}
+
+void proxy_pass_header(DirectiveContext& ctx) {
+    auto& c = loc(ctx);
+    if (!c.pass_headers) c.pass_headers.emplace();
+    c.pass_headers->push_back(lower(ctx.arg(0)));
+}
+
+void proxy_http_version(DirectiveContext& ctx) {
+    if (ctx.arg(0) != "1.0" && ctx.arg(0) != "1.1") ctx.invalid_value(0);
+    set_once(ctx, loc(ctx).http_version_minor, ctx.arg(0) == "1.1" ? 1 : 0);
+}
+void proxy_connect_timeout(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).connect_timeout_ms, ctx.time_ms_arg(0));
+}
+void proxy_send_timeout(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).send_timeout_ms, ctx.time_ms_arg(0));
+}
+void proxy_read_timeout(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).read_timeout_ms, ctx.time_ms_arg(0));
+}
+void proxy_buffering(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).buffering, ctx.flag_arg(0));
+}
+void proxy_buffer_size(DirectiveContext& ctx) {
+    uint64_t size = ctx.size_arg(0);
+    if (size < 512 || size > (16u << 20)) ctx.invalid_value(0, "must be between 512 and 16m");
+    set_once(ctx, loc(ctx).buffer_size, size);
+}
+void proxy_buffers(DirectiveContext& ctx) {
+    int64_t n = ctx.int_arg(0, 1, 1024);
+    uint64_t size = ctx.size_arg(1);
+    if (size < 512 || size > (16u << 20)) ctx.invalid_value(1, "must be between 512 and 16m");
+    set_once(ctx, loc(ctx).buffers_total, static_cast<uint64_t>(n) * size);
+}
+
+template <class T>
+void inherit(std::optional<T>& child, const std::optional<T>& parent) {
+    if (!child && parent) child = parent;
+}
+
+}  // namespace
+
+void merge_location(const ModuleConf& p, ModuleConf& c) {
+    const auto& parent = static_cast<const ProxyLocConf&>(p);
+    auto& child = static_cast<ProxyLocConf&>(c);
+    inherit(child.set_headers, parent.set_headers);
+    inherit(child.hide_headers, parent.hide_headers);
+    inherit(child.pass_headers, parent.pass_headers);
+    inherit(child.http_version_minor, parent.http_version_minor);
+    inherit(child.connect_timeout_ms, parent.connect_timeout_ms);
+    inherit(child.send_timeout_ms, parent.send_timeout_ms);
+    inherit(child.read_timeout_ms, parent.read_timeout_ms);
+    inherit(child.buffering, parent.buffering);
+    inherit(child.buffer_size, parent.buffer_size);
+    inherit(child.buffers_total, parent.buffers_total);
+}
+
+// Binds each proxy_pass to its upstream block, or makes an implicit upstream for a host:port.
+void check(GenerationBuilder& b) {
+    ProxyMainConf& main = mutable_main(b);
+    auto bind = [&](http::Location& l) {
+        auto& c = static_cast<ProxyLocConf&>(*l.confs[proxy_index()]);
+        if (!c.pass) return;
+        if (!c.pass_port_given) {
+            for (const auto& u : main.upstreams) {
+                if (!u->implicit && u->name == c.pass_host) c.upstream = u.get();
+            }
+            if (c.upstream != nullptr) return;
+        }
+        std::string key = c.pass_host + ":" + std::to_string(c.pass_port);
+        for (const auto& u : main.upstreams) {
+            if (u->implicit && u->name == key) c.upstream = u.get();
+        }
+        if (c.upstream != nullptr) return;
+        auto up = std::make_unique<Upstream>();
+        up->name = key;
+        up->implicit = true;
+        up->index = main.upstreams.size();
+        std::string error;
+        if (!resolve(c.pass_host, c.pass_port, up->servers, error)) {
+            throw conf::ConfigError(c.pass_file, c.pass_line, error);
+        }
+        c.upstream = up.get();
+        main.upstreams.push_back(std::move(up));
+    };
+    for (auto& server : b.http()->servers) {
+        bind(*server->defaults);
+        for (auto& l : server->locations) bind(*l);
+    }
+}
+
+constexpr uint32_t kHSL = kHttpContext | kServerContext | kLocationContext;
+
+const Directive kProxyDirectives[] = {
+    {"upstream", kHttpContext, 1, 1, true, ConfScope::Main, upstream_block},
+    {"server", kUpstreamContext, 1, 6, false, ConfScope::Main, upstream_server},
+    {"keepalive", kUpstreamContext, 1, 1, false, ConfScope::Main, upstream_keepalive},
+    {"keepalive_timeout", kUpstreamContext, 1, 1, false, ConfScope::Main,
+     upstream_keepalive_timeout},
+    {"keepalive_requests", kUpstreamContext, 1, 1, false, ConfScope::Main,
+     upstream_keepalive_requests},
+    {"proxy_pass", kLocationContext, 1, 1, false, ConfScope::Location, proxy_pass},
+    {"proxy_set_header", kHSL, 2, 2, false, ConfScope::Location, proxy_set_header},
+    {"proxy_hide_header", kHSL, 1, 1, false, ConfScope::Location, proxy_hide_header},
+    {"proxy_pass_header", kHSL, 1, 1, false, ConfScope::Location, proxy_pass_header},
+    {"proxy_http_version", kHSL, 1, 1, false, ConfScope::Location, proxy_http_version},
+    {"proxy_connect_timeout", kHSL, 1, 1, false, ConfScope::Location, proxy_connect_timeout},
+    {"proxy_send_timeout", kHSL, 1, 1, false, ConfScope::Location, proxy_send_timeout},
+    {"proxy_read_timeout", kHSL, 1, 1, false, ConfScope::Location, proxy_read_timeout},
+    {"proxy_buffering", kHSL, 1, 1, false, ConfScope::Location, proxy_buffering},
+    {"proxy_buffer_size", kHSL, 1, 1, false, ConfScope::Location, proxy_buffer_size},
+    {"proxy_buffers", kHSL, 2, 2, false, ConfScope::Location, proxy_buffers},
+};
+
+std::span<const Directive> directives() {
+    return kProxyDirectives;
+}
+
+}  // namespace tollgate::proxy
