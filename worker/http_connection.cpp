@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <strings.h>
 #include <algorithm>
 #include <cstring>
 #include <ctime>
@@ -172,6 +173,8 @@ void HttpConnection::on_readable() {
                 req_->task->on_body_available();
             }
             break;
+        case State::Tunnel:
+            break;  // the tunnel is the stream's handler now
         case State::Lingering:
             evbuffer_drain(stream_.input_chain(), evbuffer_get_length(stream_.input_chain()));
             if (http::now_usec() >= linger_deadline_usec_) {
@@ -387,11 +390,23 @@ void HttpConnection::write_head_and_body(http::Request& r) {
     head += std::to_string(r.status);
     head += ' ';
     head += http::reason_phrase(r.status);
-    head += core.server_tokens.value_or(true) ? "\r\nServer: tollgate/" TOLLGATE_VERSION
-                                                "\r\nDate: "
-                                              : "\r\nServer: tollgate\r\nDate: ";
-    head += http_date();
     head += "\r\n";
+    // A handler may pass its own Server or Date on (proxy_pass_header); then ours are left out.
+    bool own_server = true;
+    bool own_date = true;
+    for (const auto& h : r.out_headers) {
+        if (h.name.size() == 6 && strncasecmp(h.name.data(), "server", 6) == 0) own_server = false;
+        if (h.name.size() == 4 && strncasecmp(h.name.data(), "date", 4) == 0) own_date = false;
+    }
+    if (own_server) {
+        head += core.server_tokens.value_or(true) ? "Server: tollgate/" TOLLGATE_VERSION "\r\n"
+                                                  : "Server: tollgate\r\n";
+    }
+    if (own_date) {
+        head += "Date: ";
+        head += http_date();
+        head += "\r\n";
+    }
     if (!r.content_type.empty() && has_body) {
         head += "Content-Type: ";
         head += r.content_type;
@@ -427,7 +442,9 @@ void HttpConnection::write_head_and_body(http::Request& r) {
         head += h.value;
         head += "\r\n";
     }
-    if (r.keep_alive) {
+    if (r.status == 101) {
+        // The handler's Connection/Upgrade headers stand: the connection changes protocol.
+    } else if (r.keep_alive) {
         if (r.head.version_minor == 0) head += "Connection: keep-alive\r\n";
     } else {
         head += "Connection: close\r\n";
@@ -548,6 +565,15 @@ void HttpConnection::pump() {
     pumping_ = false;
 }
 
+void HttpConnection::end_tunnel(http::Request& r) {
+    r.end_usec = http::now_usec();
+    for (const auto& step : r.location->phases[static_cast<size_t>(Phase::Log)]) {
+        (void)step.handler(r, step.data);
+    }
+    r.task = nullptr;
+    close();
+}
+
 void HttpConnection::body_ready(http::Request& r) {
     if (state_ == State::Writing && streaming_ && !pumping_ &&
         evbuffer_get_length(stream_.output_chain()) == 0) {
@@ -616,6 +642,13 @@ http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t m
 
 void HttpConnection::response_sent() {
     http::Request& r = *req_;
+    if (r.status == 101 && r.tunnel != nullptr) {
+        // The connection now carries another protocol; the tunnel owns its bytes until it ends.
+        set_state(State::Tunnel);
+        evtimer_del(timer_);
+        r.tunnel->on_client_stream(stream_);
+        return;
+    }
     r.end_usec = http::now_usec();
     for (const auto& step : r.location->phases[static_cast<size_t>(Phase::Log)]) {
         (void)step.handler(r, step.data);
@@ -701,6 +734,18 @@ void HttpConnection::on_resume(int, short, void* arg) {
 
 void HttpConnection::on_stream_event(StreamEvent e) {
     if (state_ == State::Lingering) {
+        close();
+        return;
+    }
+    if (e == StreamEvent::Eof && state_ == State::Processing && req_ && req_->task != nullptr) {
+        // As nginx: a client that closes while an upstream works on its request has gone away
+        // ("client prematurely closed connection"), so the upstream work is cancelled. 499.
+        LOG_INFO("client prematurely closed connection, client: %s", info_.remote_addr.data());
+        req_->status = 499;
+        req_->end_usec = http::now_usec();
+        for (const auto& step : req_->location->phases[static_cast<size_t>(Phase::Log)]) {
+            (void)step.handler(*req_, step.data);
+        }
         close();
         return;
     }

@@ -35,13 +35,22 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     void resume(http::Request& r, Verdict v) override;
     http::BodyRead read_body(http::Request& r, Buffer& out, size_t max) override;
     void body_ready(http::Request& r) override;
+    void end_tunnel(http::Request& r) override;
 
     // Intrusive list links, owned by Worker.
     HttpConnection* prev = nullptr;
     HttpConnection* next = nullptr;
 
   private:
-    enum class State : uint8_t { Idle, ReadingHead, Processing, Writing, Discarding, Lingering };
+    enum class State : uint8_t {
+        Idle,
+        ReadingHead,
+        Processing,
+        Writing,
+        Discarding,
+        Lingering,
+        Tunnel
+    };
 
     void on_readable() override;
     void on_drained() override;

@@ -10,6 +10,7 @@
 #include "core/buffer.hpp"
 #include "core/http/request_head.hpp"
 #include "core/module.hpp"
+#include "core/stream.hpp"
 
 namespace tollgate {
 struct ConfigGeneration;
@@ -64,6 +65,17 @@ class RequestTask {
     ~RequestTask() = default;
 };
 
+// What a 101 (Switching Protocols) response hands the client connection to: once the worker
+// has sent the response head, the raw client stream belongs to the tunnel until it calls
+// Request::end_tunnel().
+class Tunnel {
+  public:
+    virtual void on_client_stream(Stream& client) = 0;
+
+  protected:
+    ~Tunnel() = default;
+};
+
 // The result of reading the request body.
 enum class BodyRead : uint8_t { Data, Wait, Done, Error };
 
@@ -84,6 +96,7 @@ class RequestDriver {
     virtual void resume(Request& r, Verdict v) = 0;
     virtual BodyRead read_body(Request& r, Buffer& out, size_t max) = 0;
     virtual void body_ready(Request& r) = 0;
+    virtual void end_tunnel(Request& r) = 0;
 
   protected:
     ~RequestDriver() = default;
@@ -177,6 +190,10 @@ class Request {
     // A Stream body source that returned Wait has more now.
     void body_ready() { driver->body_ready(*this); }
     RequestTask* task = nullptr;
+    // Set with a 101 response: takes over the client connection after the head is sent.
+    Tunnel* tunnel = nullptr;
+    // The tunnel is over: the worker closes the client connection (and logs the request).
+    void end_tunnel() { driver->end_tunnel(*this); }
 
     // A module's per-request state (its NameRequestCtx), by module index; null until set.
     void* module_ctx(size_t module_index) const;

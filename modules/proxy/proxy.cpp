@@ -17,6 +17,8 @@ namespace {
 
 // Request body bytes queued toward the upstream before we wait for it to drain.
 constexpr size_t kBodyWindow = 65536;
+// Bytes a tunnel queues toward one side before it stops reading the other.
+constexpr size_t kTunnelWindow = 65536;
 
 int64_t now_ms() {
     return http::now_usec() / 1000;
@@ -204,7 +206,10 @@ void peer_failed(UpstreamState& us, size_t i) {
 
 // ---- the exchange ----------------------------------------------------------------------------
 
-class Exchange final : public http::RequestTask, public http::BodySource, public StreamHandler {
+class Exchange final : public http::RequestTask,
+                       public http::BodySource,
+                       public http::Tunnel,
+                       public StreamHandler {
   public:
     Exchange(http::Request& r, const ProxyLocConf& conf, UpstreamState& us)
         : r_(r),
@@ -235,14 +240,14 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
 
     // Variables.
     std::string_view upstream_addr() const { return addr_; }
-    int upstream_status() const { return resp_.status; }
+    int upstream_status() const { return resp_.status != 0 ? resp_.status : failed_status_; }
     int64_t connect_usec() const { return connect_usec_; }
     int64_t header_usec() const { return header_usec_; }
     int64_t response_usec() const {
         return (end_usec_ != 0 ? end_usec_ : http::now_usec()) - start_usec_;
     }
     const http::ResponseHead& response() const { return resp_; }
-    bool has_response() const { return resp_.status != 0; }
+    bool has_response() const { return resp_.status != 0 || failed_status_ != 0; }
 
     // RequestTask: the client went away or the request ended early.
     void abort() override {
@@ -250,15 +255,41 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
         timer_->stop();
         close_upstream();
     }
+    // Tunnel: the client connection after a 101, piped to the upstream connection both ways.
+    void on_client_stream(Stream& client) override {
+        client_ = &client;
+        state_ = State::Tunnel;
+        client.set_handler(client_side_);
+        client.set_read_limit(kTunnelWindow);
+        conn_->set_read_limit(kTunnelWindow);
+        timer_->start(conf_.read_timeout());
+        // Bytes that came along with the heads go first.
+        if (!pipe(client.input(), *conn_, client)) return;
+        if (!pipe(conn_->input(), client, *conn_)) return;
+        client.resume_reading();
+        conn_->resume_reading();
+    }
+
     void on_body_available() override {
         if (state_ == State::Sending || state_ == State::Reading) pump_body();
     }
 
     // BodySource: the worker pulls the response body.
     Pull pull(Buffer& out, size_t max) override {
-        if (state_ != State::Streaming) return failed_ ? Pull::Error : Pull::Done;
+        if (state_ != State::Streaming) {
+            if (!staged_.empty()) {  // a body read whole with the head
+                out.move_from(staged_, max);
+                return Pull::Data;
+            }
+            return failed_ ? Pull::Error : Pull::Done;
+        }
+        if (failed_ || conn_ == nullptr) {
+            finish(false);
+            return Pull::Error;
+        }
         Buffer& in = conn_->input();
         size_t before = out.size();
+        if (!staged_.empty()) out.move_from(staged_, max);
         bool complete = false;
         switch (resp_.framing) {
             case http::ResponseFraming::ContentLength: {
@@ -322,6 +353,11 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
         send_request();
     }
     void on_readable() override {
+        if (state_ == State::Tunnel) {
+            timer_->start(conf_.read_timeout());
+            pipe(conn_->input(), *client_, *conn_);
+            return;
+        }
         if (state_ == State::Sending || state_ == State::Reading) {
             read_head();
         } else if (state_ == State::Streaming) {
@@ -333,9 +369,17 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
         }
     }
     void on_drained() override {
+        if (state_ == State::Tunnel) {
+            if (client_ != nullptr) client_->resume_reading();
+            return;
+        }
         if (!body_done_ && (state_ == State::Sending || state_ == State::Reading)) pump_body();
     }
     void on_stream_event(StreamEvent e) override {
+        if (state_ == State::Tunnel) {
+            end_tunnel();
+            return;
+        }
         if (state_ == State::Connecting ||
             ((state_ == State::Sending || state_ == State::Reading) && !got_bytes_)) {
             if (reused_ && !body_started_ && state_ != State::Connecting) {
@@ -383,7 +427,40 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
     }
 
   private:
-    enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Done };
+    enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Tunnel, Done };
+
+    // The client side of a tunnel.
+    struct ClientSide final : StreamHandler {
+        Exchange* ex;
+        explicit ClientSide(Exchange* e) : ex(e) {}
+        void on_readable() override {
+            ex->timer_->start(ex->conf_.read_timeout());
+            ex->pipe(ex->client_->input(), *ex->conn_, *ex->client_);
+        }
+        void on_drained() override { ex->conn_->resume_reading(); }
+        void on_stream_event(StreamEvent) override { ex->end_tunnel(); }
+    };
+
+    // Moves what `from` holds to `to` and sends it; stops reading `source` while `to` is
+    // backed up. Returns false when the tunnel ended (the exchange may be gone).
+    bool pipe(Buffer& from, Stream& to, Stream& source) {
+        if (from.empty()) return true;
+        to.output().move_from(from);
+        if (to.output().size() >= kTunnelWindow) {
+            source.stop_reading();
+        } else {
+            source.resume_reading();
+        }
+        return to.flush(conf_.send_timeout());
+    }
+
+    void end_tunnel() {
+        state_ = State::Done;
+        timer_->stop();
+        close_upstream();
+        end_usec_ = http::now_usec();
+        r_.end_tunnel();  // closes the client connection and destroys this exchange
+    }
 
     void connect_next(int status_if_none = 502) {
         int peer = pick_peer(us_, tried_);
@@ -488,7 +565,10 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
         if (!overridden("x-forwarded-host") && !r_.head.host.empty()) {
             add("X-Forwarded-Host", r_.head.host);
         }
-        if (!overridden("connection")) {
+        if (wants_upgrade()) {
+            add("Upgrade", r_.head.find("upgrade")->value);
+            add("Connection", "upgrade");
+        } else if (!overridden("connection")) {
             bool pooled = us_.up->keepalive > 0;
             if (!pooled) {
                 add("Connection", "close");
@@ -612,15 +692,73 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
                 continue;
             }
             if (resp_.upgrade) {
-                LOG_ERROR(
-                    "upstream switched protocols, which this proxy does not tunnel yet, "
-                    "upstream: %s",
-                    addr_.c_str());
-                invalid();
+                if (!wants_upgrade()) {
+                    LOG_ERROR(
+                        "upstream sent 101 to a request that did not ask to upgrade, "
+                        "upstream: %s",
+                        addr_.c_str());
+                    invalid();
+                    return;
+                }
+                accept_upgrade();
                 return;
             }
             accept_head();
             return;
+        }
+    }
+
+    // A 101: the response carries Upgrade and Connection, and the connection becomes a tunnel.
+    void accept_upgrade() {
+        header_usec_ = http::now_usec() - start_usec_;
+        timer_->stop();
+        r_.status = 101;
+        for (const http::Header& hd : resp_.headers) {
+            if (iequals(hd.name, "upgrade")) {
+                r_.add_header("Upgrade", hd.value);
+            } else if (!is_hop_by_hop(hd.name, resp_.headers) &&
+                       !iequals(hd.name, "content-length") && !iequals(hd.name, "date") &&
+                       !iequals(hd.name, "server")) {
+                r_.add_header(hd.name, hd.value);
+            }
+        }
+        r_.add_header("Connection", "upgrade");
+        r_.body = http::ResponseBody{};
+        r_.tunnel = this;
+        answer();
+    }
+
+    // A client Upgrade the proxy passes on (WebSocket and the like). h2c never: an h2c tunnel
+    // would let a client speak HTTP/2 straight to the upstream, past every check here
+    // ("h2c smuggling").
+    bool wants_upgrade() const {
+        const http::Header* up = r_.head.find("upgrade");
+        return r_.head.upgrade && up != nullptr && !iequals(up->value, "h2c");
+    }
+
+    // Decodes the chunked body bytes that arrived with the head, so that framing errors found
+    // there are answered with 502 before any of the response reaches the client. Returns false
+    // when it answered so.
+    bool prefetch_chunked() {
+        chunked_.reset();
+        Buffer& in = conn_->input();
+        for (;;) {
+            std::string_view seg = in.front();
+            if (seg.empty()) return true;
+            auto step = chunked_.next(seg);
+            in.drain(step.framing);
+            if (step.data > 0) staged_.move_from(in, step.data);
+            if (step.status == http::ChunkedDecoder::Status::Error) {
+                LOG_ERROR("upstream sent invalid chunked response, upstream: %s", addr_.c_str());
+                staged_ = Buffer();
+                invalid();
+                return false;
+            }
+            if (step.status == http::ChunkedDecoder::Status::Done) {
+                finish(true);
+                return true;
+            }
+            if (step.framing == 0 && step.data == 0) return true;
         }
     }
 
@@ -665,8 +803,14 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
             if (r_.content_length < 0 && r_.head.method != http::Method::Head) {
                 r_.content_length = 0;
             }
+        } else if (resp_.framing == http::ResponseFraming::Chunked && !prefetch_chunked()) {
+            return;  // the body that came with the head is malformed: answered 502
+        } else if (state_ == State::Done) {
+            // The whole chunked body came with the head: send it with a length.
+            r_.content_length = static_cast<int64_t>(staged_.size());
+            r_.body.kind = http::BodyKind::Stream;
+            r_.body.source = this;
         } else {
-            if (resp_.framing == http::ResponseFraming::Chunked) chunked_.reset();
             state_ = State::Streaming;
             r_.body.kind = http::BodyKind::Stream;
             r_.body.source = this;
@@ -682,6 +826,7 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
     }
 
     void fail(int status) {
+        if (any_tried_ && status >= 500) failed_status_ = status;  // $upstream_status, as nginx
         state_ = State::Done;
         timer_->stop();
         close_upstream();
@@ -716,6 +861,10 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
     }
 
     void on_timeout() {
+        if (state_ == State::Tunnel) {
+            end_tunnel();  // idle for proxy_read_timeout
+            return;
+        }
         if (state_ == State::Streaming) {
             LOG_ERROR("upstream timed out while reading upstream, upstream: %s", addr_.c_str());
             failed_ = true;
@@ -747,6 +896,8 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
     http::ChunkedDecoder chunked_;
     std::unique_ptr<Timer> timer_;
     std::unique_ptr<Stream> conn_;
+    Stream* client_ = nullptr;
+    ClientSide client_side_{this};
     std::string addr_;
     State state_ = State::Connecting;
     size_t peer_ = 0;
@@ -756,6 +907,8 @@ class Exchange final : public http::RequestTask, public http::BodySource, public
     int64_t connect_usec_ = -1;
     int64_t header_usec_ = -1;
     int64_t end_usec_ = 0;
+    int failed_status_ = 0;
+    Buffer staged_;  // chunked body bytes decoded while checking them before the head is sent
     bool in_handler_ = false;
     bool answered_ = false;
     bool reused_ = false;
