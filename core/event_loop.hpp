@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "core/stream.hpp"
 
@@ -22,6 +24,27 @@ class Timer {
     virtual bool running() const = 0;
 };
 
+// An asynchronous DNS resolver (A, and AAAA when asked) over given name servers.
+class Resolver {
+  public:
+    struct Answer {
+        bool ok = false;
+        std::string error;                        // why not, when !ok ("NXDOMAIN", "timeout", ...)
+        std::vector<sockaddr_storage> addresses;  // port 0
+        uint32_t ttl = 0;                         // seconds, the smallest of the records
+    };
+    // Cancels the lookup when destroyed before it completed.
+    class Lookup {
+      public:
+        virtual ~Lookup() = default;
+    };
+    virtual ~Resolver() = default;
+    // Looks `host` up; `done` runs once, from the loop, unless the returned handle is destroyed
+    // first.
+    virtual std::unique_ptr<Lookup> lookup(const std::string& host,
+                                           std::function<void(const Answer&)> done) = 0;
+};
+
 class EventLoop {
   public:
     virtual ~EventLoop() = default;
@@ -31,6 +54,11 @@ class EventLoop {
     // on_stream_event(Error or ConnectTimeout). Returns nullptr if no socket could be made.
     virtual std::unique_ptr<Stream> connect(const sockaddr* addr, socklen_t len,
                                             StreamHandler& handler, uint64_t timeout_ms) = 0;
+    // A resolver asking `servers` ("127.0.0.1:53", "[::1]:5353"), each query bounded by
+    // `timeout_ms`; also AAAA records when `ipv6`. Returns nullptr (with `error`) on a bad server.
+    virtual std::unique_ptr<Resolver> make_resolver(const std::vector<std::string>& servers,
+                                                    uint64_t timeout_ms, bool ipv6,
+                                                    std::string& error) = 0;
 };
 
 }  // namespace tollgate

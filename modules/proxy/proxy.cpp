@@ -1,10 +1,14 @@
 #include "modules/proxy/proxy.hpp"
 
+#include <arpa/inet.h>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+
 #include <list>
+#include <map>
 #include <memory_resource>
+#include <unordered_map>
 
 #include "core/http/chunked.hpp"
 #include "core/http/http_config.hpp"
@@ -158,9 +162,22 @@ struct UpstreamState {
     std::unique_ptr<Pool> pool;
 };
 
+// A resolver of this worker, with its answers cached for their TTL (or valid=).
+struct WorkerResolver {
+    struct Entry {
+        std::vector<sockaddr_storage> addresses;
+        int64_t expires_ms = 0;
+    };
+    std::unique_ptr<Resolver> resolver;
+    std::unordered_map<std::string, Entry> cache;
+};
+// Names cached per resolver before the cache is emptied (bounded memory).
+constexpr size_t kMaxCachedNames = 10000;
+
 struct WorkerState {
     EventLoop* loop = nullptr;
     std::vector<UpstreamState> upstreams;
+    std::map<std::pair<const ResolverConf*, uint64_t>, WorkerResolver> resolvers;
 };
 
 WorkerState* g_worker = nullptr;
@@ -222,6 +239,13 @@ class Exchange final : public http::RequestTask,
           timer_(g_worker->loop->make_timer([this] { on_timeout(); })) {}
 
     ~Exchange() { close_upstream(); }
+
+    // For a proxy_pass with variables: the target and Host this request uses instead of the
+    // configured ones (views into the request arena).
+    void set_overrides(std::string_view target, std::string_view host) {
+        target_override_ = target;
+        host_override_ = host;
+    }
 
     // Starts the exchange inside the content handler. Returns the handler's verdict.
     Verdict start() {
@@ -510,7 +534,9 @@ class Exchange final : public http::RequestTask,
         h.reserve(1024);
         h += r_.head.method_name;
         h += ' ';
-        if (conf_.has_uri) {
+        if (!target_override_.empty()) {
+            h += target_override_;
+        } else if (conf_.has_uri) {
             h += conf_.uri;
             std::string_view rest = r_.uri;
             if (rest.substr(0, conf_.location_prefix.size()) == conf_.location_prefix) {
@@ -550,7 +576,10 @@ class Exchange final : public http::RequestTask,
             h += value;
             h += "\r\n";
         };
-        if (!overridden("host")) add("Host", conf_.proxy_host);
+        if (!overridden("host")) {
+            add("Host",
+                host_override_.empty() ? std::string_view(conf_.proxy_host) : host_override_);
+        }
         if (!overridden("x-forwarded-for")) {
             const http::Header* xff = r_.head.find("x-forwarded-for");
             h += "X-Forwarded-For: ";
@@ -897,6 +926,8 @@ class Exchange final : public http::RequestTask,
     std::unique_ptr<Timer> timer_;
     std::unique_ptr<Stream> conn_;
     Stream* client_ = nullptr;
+    std::string_view target_override_;
+    std::string_view host_override_;
     ClientSide client_side_{this};
     std::string addr_;
     State state_ = State::Connecting;
@@ -922,10 +953,6 @@ class Exchange final : public http::RequestTask,
     bool failed_ = false;
     bool upstream_eof_ = false;
 };
-
-void destroy_exchange(void* p) {
-    static_cast<Exchange*>(p)->~Exchange();
-}
 
 const Exchange* exchange_of(http::Request& r) {
     return static_cast<const Exchange*>(r.module_ctx(proxy_index()));
@@ -1017,14 +1044,233 @@ void exit_worker(const ConfigGeneration&) {
     g_worker = nullptr;
 }
 
+namespace {
+
+template <class T>
+void destroy(void* p) {
+    static_cast<T*>(p)->~T();
+}
+
+template <class T, class... Args>
+T* make_in_arena(http::Request& r, Args&&... args) {
+    void* mem = r.arena->allocate(sizeof(T), alignof(T));
+    T* obj = new (mem) T(std::forward<Args>(args)...);
+    r.add_cleanup(destroy<T>, obj);
+    return obj;
+}
+
+Exchange* make_exchange(http::Request& r, const ProxyLocConf& conf, UpstreamState& us) {
+    Exchange* ex = make_in_arena<Exchange>(r, r, conf, us);
+    r.set_module_ctx(proxy_index(), ex);
+    return ex;
+}
+
+// A one-off upstream for a host a proxy_pass with variables named (no keepalive pool).
+struct DynamicUpstream {
+    Upstream up;
+    UpstreamState state;
+    DynamicUpstream(std::string_view name, const std::vector<sockaddr_storage>& addrs,
+                    uint16_t port) {
+        up.name = std::string(name);
+        up.implicit = true;
+        for (const sockaddr_storage& a : addrs) {
+            UpstreamServer s;
+            s.addr = a;
+            char buf[INET6_ADDRSTRLEN] = "";
+            if (a.ss_family == AF_INET6) {
+                auto* sin6 = reinterpret_cast<sockaddr_in6*>(&s.addr);
+                sin6->sin6_port = htons(port);
+                s.addr_len = sizeof(sockaddr_in6);
+                inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf));
+                s.addr_text = "[" + std::string(buf) + "]:" + std::to_string(port);
+            } else {
+                auto* sin = reinterpret_cast<sockaddr_in*>(&s.addr);
+                sin->sin_port = htons(port);
+                s.addr_len = sizeof(sockaddr_in);
+                inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+                s.addr_text = std::string(buf) + ":" + std::to_string(port);
+            }
+            s.max_fails = 0;  // a one-off: nothing to remember failures for
+            up.servers.push_back(s);
+        }
+        state.up = &up;
+        state.peers.resize(up.servers.size());
+    }
+};
+
+// The parts of an evaluated proxy_pass URL.
+struct DynamicTarget {
+    std::string_view host;
+    uint16_t port = 80;
+    bool port_given = false;
+    std::string_view authority;  // Host header
+    std::string_view target;     // the URI part: replaces the request URI when not empty
+};
+
+bool parse_dynamic_url(std::string_view url, DynamicTarget& out) {
+    if (url.substr(0, 7) != "http://") return false;
+    url.remove_prefix(7);
+    size_t slash = url.find_first_of("/?");
+    out.authority = url.substr(0, slash);
+    if (slash != std::string_view::npos) out.target = url.substr(slash);
+    if (!out.target.empty() && out.target.front() == '?') return false;
+    std::string_view a = out.authority;
+    size_t colon = a.rfind(':');
+    if (!a.empty() && a.front() == '[') {
+        size_t close = a.find(']');
+        if (close == std::string_view::npos) return false;
+        colon = close + 1 < a.size() ? close + 1 : std::string_view::npos;
+        out.host = a.substr(1, close - 1);
+    } else {
+        out.host = a.substr(0, colon);
+    }
+    if (colon != std::string_view::npos) {
+        std::string_view p = a.substr(colon + 1);
+        unsigned v = 0;
+        if (p.empty() || p.size() > 5) return false;
+        for (char c : p) {
+            if (c < '0' || c > '9') return false;
+            v = v * 10 + static_cast<unsigned>(c - '0');
+        }
+        if (v == 0 || v > 65535) return false;
+        out.port = static_cast<uint16_t>(v);
+        out.port_given = true;
+    }
+    return !out.host.empty();
+}
+
+bool parse_ip(std::string_view host, sockaddr_storage& out) {
+    std::string h(host);
+    auto* sin = reinterpret_cast<sockaddr_in*>(&out);
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out);
+    std::memset(&out, 0, sizeof(out));
+    if (inet_pton(AF_INET, h.c_str(), &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, h.c_str(), &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+Verdict start_dynamic(http::Request& r, const ProxyLocConf& conf, const DynamicTarget& t,
+                      const std::vector<sockaddr_storage>& addrs) {
+    auto* dyn = make_in_arena<DynamicUpstream>(r, t.authority, addrs, t.port);
+    Exchange* ex = make_exchange(r, conf, dyn->state);
+    ex->set_overrides(t.target, t.authority);
+    return ex->start();
+}
+
+// A proxy_pass host being looked up: the request waits (suspended) for the answer.
+class PendingLookup final : public http::RequestTask {
+  public:
+    PendingLookup(http::Request& r, const ProxyLocConf& conf, const DynamicTarget& t,
+                  WorkerResolver& wr, uint64_t valid_ms)
+        : r_(r), conf_(conf), target_(t), wr_(wr), valid_ms_(valid_ms) {}
+    // Starts the lookup. Returns the handler's verdict: Suspend, or Respond when the resolver
+    // answered at once (it could not even send the query).
+    Verdict begin() {
+        r_.task = this;
+        in_begin_ = true;
+        std::string host(target_.host);
+        lookup_ = wr_.resolver->lookup(
+            host, [this, host](const Resolver::Answer& a) { answered(host, a); });
+        in_begin_ = false;
+        return answered_now_ ? Verdict::Respond : Verdict::Suspend;
+    }
+    void abort() override { lookup_.reset(); }
+
+  private:
+    void answered(const std::string& host, const Resolver::Answer& a) {
+        r_.task = nullptr;
+        if (!a.ok) {
+            LOG_ERROR("%s could not be resolved (%s)", host.c_str(), a.error.c_str());
+            (void)r_.respond_error(502);
+            respond();
+            return;
+        }
+        if (wr_.cache.size() >= kMaxCachedNames) wr_.cache.clear();
+        uint64_t ttl_ms = valid_ms_ != 0 ? valid_ms_ : uint64_t{a.ttl} * 1000;
+        wr_.cache[host] = {a.addresses, now_ms() + static_cast<int64_t>(ttl_ms)};
+        if (start_dynamic(r_, conf_, target_, a.addresses) == Verdict::Respond) respond();
+    }
+
+    void respond() {
+        if (in_begin_) {
+            answered_now_ = true;
+        } else {
+            r_.resume(Verdict::Respond);
+        }
+    }
+
+    bool in_begin_ = false;
+    bool answered_now_ = false;
+
+    http::Request& r_;
+    const ProxyLocConf& conf_;
+    DynamicTarget target_;
+    WorkerResolver& wr_;
+    uint64_t valid_ms_;
+    std::unique_ptr<Resolver::Lookup> lookup_;
+};
+
+// proxy_pass with variables, as nginx: an upstream block by that name, else an IP address,
+// else a name looked up with `resolver` (cached per worker).
+Verdict proxy_dynamic(http::Request& r, const ProxyLocConf& conf) {
+    std::string_view url = conf.pass_value.evaluate(r);
+    DynamicTarget t;
+    if (!parse_dynamic_url(url, t)) {
+        LOG_ERROR("invalid URL \"%.*s\" in proxy_pass", static_cast<int>(url.size()), url.data());
+        return r.respond_error(500);
+    }
+    if (!t.port_given) {
+        for (UpstreamState& us : g_worker->upstreams) {
+            if (!us.up->implicit && us.up->name == t.host) {
+                Exchange* ex = make_exchange(r, conf, us);
+                ex->set_overrides(t.target, t.authority);
+                return ex->start();
+            }
+        }
+    }
+    sockaddr_storage ip;
+    if (parse_ip(t.host, ip)) return start_dynamic(r, conf, t, {ip});
+    if (!conf.resolver) {
+        LOG_ERROR("no resolver defined to resolve %.*s", static_cast<int>(t.host.size()),
+                  t.host.data());
+        return r.respond_error(502);
+    }
+    auto key = std::make_pair(conf.resolver.get(), conf.resolver_timeout());
+    WorkerResolver& wr = g_worker->resolvers[key];
+    if (!wr.resolver) {
+        std::string error;
+        wr.resolver = g_worker->loop->make_resolver(conf.resolver->servers, conf.resolver_timeout(),
+                                                    conf.resolver->ipv6, error);
+        if (!wr.resolver) {
+            LOG_ERROR("resolver: %s", error.c_str());
+            return r.respond_error(502);
+        }
+    }
+    std::string host(t.host);
+    auto it = wr.cache.find(host);
+    if (it != wr.cache.end() && it->second.expires_ms > now_ms()) {
+        return start_dynamic(r, conf, t, it->second.addresses);
+    }
+    // Copy the views: they must outlive this call.
+    t.host = r.copy(t.host);
+    t.authority = r.copy(t.authority);
+    t.target = r.copy(t.target);
+    auto* p = make_in_arena<PendingLookup>(r, r, conf, t, wr, conf.resolver->valid_ms.value_or(0));
+    return p->begin();
+}
+
+}  // namespace
+
 Verdict proxy_handler(http::Request& r, const void* data) {
     const auto& conf = *static_cast<const ProxyLocConf*>(data);
-    UpstreamState& us = g_worker->upstreams[conf.upstream->index];
-    void* mem = r.arena->allocate(sizeof(Exchange), alignof(Exchange));
-    auto* ex = new (mem) Exchange(r, conf, us);
-    r.add_cleanup(destroy_exchange, ex);
-    r.set_module_ctx(proxy_index(), ex);
-    return ex->start();
+    if (conf.pass_dynamic) return proxy_dynamic(r, conf);
+    return make_exchange(r, conf, g_worker->upstreams[conf.upstream->index])->start();
 }
 
 void register_variables(VariableRegistry& reg) {

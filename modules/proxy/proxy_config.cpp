@@ -182,7 +182,16 @@ void proxy_pass(DirectiveContext& ctx) {
     if (c.pass) ctx.duplicate();
     std::string_view url = ctx.arg(0);
     if (url.find('$') != std::string_view::npos) {
-        ctx.fail("variables in \"proxy_pass\" are not supported yet");
+        // Evaluated per request (proxy.cpp); a URI part then replaces the whole request URI.
+        if (url.substr(0, 7) != "http://" && url.substr(0, 1) != "$") {
+            ctx.fail("invalid URL prefix in \"" + ctx.arg(0) + "\"");
+        }
+        c.pass_value = ComplexValue::compile(url, ctx.builder.variables(), ctx.node);
+        c.pass_dynamic = true;
+        c.pass = true;
+        c.pass_file = *ctx.node.file;
+        c.pass_line = ctx.node.line;
+        return;
     }
     if (url.substr(0, 7) != "http://") {
         ctx.fail("invalid URL prefix in \"" + ctx.arg(0) + "\"");
@@ -261,6 +270,45 @@ void proxy_buffers(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).buffers_total, static_cast<uint64_t>(n) * size);
 }
 
+void resolver(DirectiveContext& ctx) {
+    auto& c = loc(ctx);
+    if (c.resolver) ctx.duplicate();
+    auto r = std::make_shared<ResolverConf>();
+    for (size_t i = 0; i < ctx.nargs(); ++i) {
+        std::string_view a = ctx.arg(i);
+        if (a.substr(0, 6) == "valid=") {
+            auto t = conf::parse_time_ms(a.substr(6));
+            if (!t) ctx.invalid_value(i);
+            r->valid_ms = *t;
+        } else if (a == "ipv6=on" || a == "ipv6=off") {
+            r->ipv6 = a == "ipv6=on";
+        } else {
+            std::string host;
+            uint16_t port = 53;
+            bool given = false;
+            if (!split_host_port(a, host, port, given)) ctx.invalid_value(i);
+            std::string h = host;
+            if (h.size() > 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
+            in6_addr a6;
+            in_addr a4;
+            if (inet_pton(AF_INET, h.c_str(), &a4) != 1 &&
+                inet_pton(AF_INET6, h.c_str(), &a6) != 1) {
+                ctx.fail("invalid resolver address \"" + std::string(a) +
+                         "\": an IP address is needed");
+            }
+            r->servers.push_back(h.find(':') != std::string::npos
+                                     ? "[" + h + "]:" + std::to_string(port)
+                                     : h + ":" + std::to_string(port));
+        }
+    }
+    if (r->servers.empty()) ctx.fail("no name servers in \"resolver\" directive");
+    c.resolver = std::move(r);
+}
+
+void resolver_timeout(DirectiveContext& ctx) {
+    set_once(ctx, loc(ctx).resolver_timeout_ms, ctx.time_ms_arg(0));
+}
+
 template <class T>
 void inherit(std::optional<T>& child, const std::optional<T>& parent) {
     if (!child && parent) child = parent;
@@ -281,6 +329,8 @@ void merge_location(const ModuleConf& p, ModuleConf& c) {
     inherit(child.buffering, parent.buffering);
     inherit(child.buffer_size, parent.buffer_size);
     inherit(child.buffers_total, parent.buffers_total);
+    inherit(child.resolver_timeout_ms, parent.resolver_timeout_ms);
+    if (!child.resolver) child.resolver = parent.resolver;
 }
 
 // Binds each proxy_pass to its upstream block, or makes an implicit upstream for a host:port.
@@ -288,7 +338,7 @@ void check(GenerationBuilder& b) {
     ProxyMainConf& main = mutable_main(b);
     auto bind = [&](http::Location& l) {
         auto& c = static_cast<ProxyLocConf&>(*l.confs[proxy_index()]);
-        if (!c.pass) return;
+        if (!c.pass || c.pass_dynamic) return;
         if (!c.pass_port_given) {
             for (const auto& u : main.upstreams) {
                 if (!u->implicit && u->name == c.pass_host) c.upstream = u.get();
@@ -338,6 +388,8 @@ const Directive kProxyDirectives[] = {
     {"proxy_buffering", kHSL, 1, 1, false, ConfScope::Location, proxy_buffering},
     {"proxy_buffer_size", kHSL, 1, 1, false, ConfScope::Location, proxy_buffer_size},
     {"proxy_buffers", kHSL, 2, 2, false, ConfScope::Location, proxy_buffers},
+    {"resolver", kHSL, 1, kUnlimitedArgs, false, ConfScope::Location, resolver},
+    {"resolver_timeout", kHSL, 1, 1, false, ConfScope::Location, resolver_timeout},
 };
 
 std::span<const Directive> directives() {

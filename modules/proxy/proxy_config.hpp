@@ -44,6 +44,13 @@ struct ProxyMainConf : ModuleConf {
     std::vector<std::unique_ptr<Upstream>> upstreams;
 };
 
+// resolver ADDRESS ... [valid=TIME] [ipv6=on|off]
+struct ResolverConf {
+    std::vector<std::string> servers;
+    std::optional<uint64_t> valid_ms;  // overrides the records' TTL
+    bool ipv6 = true;
+};
+
 struct HeaderSetting {
     std::string name;
     ComplexValue value;
@@ -60,6 +67,8 @@ struct ProxyLocConf : ModuleConf {
     std::string uri;                     // the URI part of proxy_pass
     std::string location_prefix;         // replaced by `uri` in the request's $uri
     const Upstream* upstream = nullptr;  // resolved in check()
+    bool pass_dynamic = false;           // the URL has variables: evaluated per request
+    ComplexValue pass_value;
     std::string pass_file;
     int pass_line = 0;
 
@@ -73,6 +82,10 @@ struct ProxyLocConf : ModuleConf {
     std::optional<bool> buffering;
     std::optional<uint64_t> buffer_size;
     std::optional<uint64_t> buffers_total;
+    std::shared_ptr<const ResolverConf> resolver;
+    std::optional<uint64_t> resolver_timeout_ms;
+
+    uint64_t resolver_timeout() const { return resolver_timeout_ms.value_or(30000); }
 
     uint64_t connect_timeout() const { return connect_timeout_ms.value_or(60000); }
     uint64_t send_timeout() const { return send_timeout_ms.value_or(60000); }

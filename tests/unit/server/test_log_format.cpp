@@ -137,6 +137,10 @@ class FakeLoop final : public EventLoop {
     std::unique_ptr<Stream> connect(const sockaddr*, socklen_t, StreamHandler&, uint64_t) override {
         return nullptr;  // a line buffer never connects
     }
+    std::unique_ptr<Resolver> make_resolver(const std::vector<std::string>&, uint64_t, bool,
+                                            std::string&) override {
+        return nullptr;  // nor resolves
+    }
     FakeTimer* timer = nullptr;
 };
 
