@@ -521,7 +521,7 @@ void HttpConnection::pump() {
     pumping_ = true;
     for (;;) {
         drained_while_pumping_ = false;
-        Buffer chunk;
+        Buffer& chunk = scratch_;  // reused: no allocation per pull
         auto pulled = r.body.source->pull(chunk, kStreamChunk);
         if (pulled == http::BodySource::Pull::Wait) break;
         if (pulled == http::BodySource::Pull::Error) {

@@ -82,15 +82,15 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     State state_ = State::Idle;
     bool draining_ = false;
     bool peer_closed_ = false;
-    bool refused_ = false;
+    bool refused_ = false;  // a malformed request was answered: the client may keep sending
     bool continue_sent_ = false;
     bool streaming_ = false;       // the response body comes from a BodySource
     bool discard_stream_ = false;  // ... and is pulled but not sent (HEAD)
     bool chunked_out_ = false;     // the response is sent with chunked framing
     bool pumping_ = false;
     bool drained_while_pumping_ = false;
-    uint64_t send_timeout_ms_ =
-        60000;  // a malformed request was answered: the client may keep sending
+    uint64_t send_timeout_ms_ = 60000;
+    Buffer scratch_;  // a streamed body's bytes between its source and the output
     int64_t linger_deadline_usec_ = 0;
     uint64_t keepalive_ms_ = 75000;  // the last request's location's keepalive_timeout
 

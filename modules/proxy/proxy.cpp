@@ -233,7 +233,8 @@ class Exchange final : public http::RequestTask,
           conf_(conf),
           us_(us),
           tried_(us.up->servers.size(), false, r.arena),
-          limits_{8192, static_cast<size_t>(conf.head_limit()), 200},
+          limits_{static_cast<size_t>(conf.head_limit()), static_cast<size_t>(conf.head_limit()),
+                  200},
           scanner_(limits_),
           resp_(r.arena),
           timer_(g_worker->loop->make_timer([this] { on_timeout(); })) {}
@@ -581,11 +582,12 @@ class Exchange final : public http::RequestTask,
                 host_override_.empty() ? std::string_view(conf_.proxy_host) : host_override_);
         }
         if (!overridden("x-forwarded-for")) {
-            const http::Header* xff = r_.head.find("x-forwarded-for");
             h += "X-Forwarded-For: ";
-            if (xff != nullptr && !xff->value.empty()) {
-                h += xff->value;
-                h += ", ";
+            for (const http::Header& hd : r_.head.headers) {  // every copy, in order
+                if (iequals(hd.name, "x-forwarded-for") && !hd.value.empty()) {
+                    h += hd.value;
+                    h += ", ";
+                }
             }
             h += r_.conn.remote_addr;
             h += "\r\n";
@@ -608,7 +610,15 @@ class Exchange final : public http::RequestTask,
         if (conf_.set_headers) {
             for (const HeaderSetting& s : *conf_.set_headers) {
                 std::string_view v = s.value.evaluate(r_);
-                if (!v.empty()) add(s.name, v);
+                if (v.empty()) continue;
+                // A value built from decoded variables ($uri) may hold CR, LF or NUL: sending it
+                // would inject headers into the upstream request, so the header is dropped.
+                if (v.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+                    LOG_WARN("proxy_set_header %s: value has CR, LF or NUL, not sent",
+                             s.name.c_str());
+                    continue;
+                }
+                add(s.name, v);
             }
         }
         for (const http::Header& hd : r_.head.headers) {
@@ -642,7 +652,7 @@ class Exchange final : public http::RequestTask,
         if (pumping_ || conn_ == nullptr) return;
         pumping_ = true;
         while (!body_done_ && conn_->output().size() < kBodyWindow) {
-            Buffer chunk;
+            Buffer& chunk = body_chunk_;  // reused: no allocation per read
             http::BodyRead rd = r_.read_body(chunk, kBodyWindow);
             if (rd == http::BodyRead::Data) {
                 body_started_ = true;
@@ -940,6 +950,7 @@ class Exchange final : public http::RequestTask,
     int64_t end_usec_ = 0;
     int failed_status_ = 0;
     Buffer staged_;  // chunked body bytes decoded while checking them before the head is sent
+    Buffer body_chunk_;
     bool in_handler_ = false;
     bool answered_ = false;
     bool reused_ = false;
@@ -1012,13 +1023,13 @@ bool v_proxy_host(http::Request& r, std::string_view, uintptr_t, std::string_vie
     return true;
 }
 bool v_proxy_add_xff(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
-    const http::Header* xff = r.head.find("x-forwarded-for");
-    if (xff == nullptr || xff->value.empty()) {
-        out = r.conn.remote_addr;
-        return true;
+    std::pmr::string s(r.arena);
+    for (const http::Header& h : r.head.headers) {  // every X-Forwarded-For, in order
+        if (iequals(h.name, "x-forwarded-for") && !h.value.empty()) {
+            s += h.value;
+            s += ", ";
+        }
     }
-    std::pmr::string s(xff->value, r.arena);
-    s += ", ";
     s += r.conn.remote_addr;
     out = r.copy(s);
     return true;

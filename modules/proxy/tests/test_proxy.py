@@ -565,6 +565,11 @@ def test_ipv6_upstream(gateway, upstreams):
         ("/api", "/v2", "/api/x", "/v2/x"),
         ("/api/", "/v1/", "/api/a%20b", "/v1/a%20b"),
         ("/api/", "/v1/", "/ap%69/x", "/v1/x"),  # routed by the decoded URI
+        # what the decoded URI holds is escaped again where it would change the meaning
+        ("/api/", "/v1/", "/api/a%3Fb?c=d", "/v1/a%3Fb?c=d"),
+        ("/api/", "/v1/", "/api/a%23b", "/v1/a%23b"),
+        ("/api/", "/v1/", "/api/a%25b", "/v1/a%25b"),
+        ("/api/", "/v1/", "/api/caf%C3%A9", "/v1/caf%C3%A9"),
         # without a URI part: the original request target, byte for byte
         ("/api/", "", "/api/x?q=1", "/api/x?q=1"),
         ("/api/", "", "/api/a%2Fb?x=%20&y=%2f", "/api/a%2Fb?x=%20&y=%2f"),
@@ -769,6 +774,9 @@ def test_x_forwarded_headers(gateway, echo):
     )
     assert d["h"]["x-forwarded-for"] == ["203.0.113.7, 10.0.0.1, 127.0.0.1"]
     assert d["h"]["x-forwarded-proto"] == ["http"]
+    # several X-Forwarded-For fields are one list ($proxy_add_x_forwarded_for)
+    d = upstream_view(fetch(t, "GET", "/xff", headers=[("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "2.2.2.2")]))
+    assert d["h"]["x-forwarded-for"] == ["1.1.1.1, 2.2.2.2, 127.0.0.1"]
 
 
 def test_proxy_set_header_override_variables_and_removal(gateway, echo):
@@ -1238,6 +1246,16 @@ def test_upgrade_to_non_websocket_upstream_is_plain_response(gateway, echo):
         c.sock.settimeout(5)
         status, head = c.handshake("/not-ws")
         assert status == 200, head
+        # still HTTP: the body is framed and the next request is answered
+        cl = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+        client = Client.__new__(Client)
+        client.sock, client.buf, client.ended, client.timeout = s, c.buf, None, 5
+        for _ in range(100):
+            if len(client.buf) >= cl or not client._fill(time.monotonic() + 5):
+                break
+        del client.buf[:cl]
+        s.sendall(req("GET", "/after-upgrade"))
+        assert upstream_view(client.read_response())["target"] == "/after-upgrade"
 
 
 # ---- request smuggling --------------------------------------------------------------------------------------
@@ -1404,3 +1422,338 @@ def test_upstream_response_time_reflects_slowness(gateway, echo):
     lines = read_log(t, "ut.log", 1)
     rt, ht = (float(x) for x in lines[0].split())
     assert 0.35 <= ht <= rt < 3, lines
+
+
+# ---- more timeouts, limits and backpressure -------------------------------------------------------------
+
+
+def test_504_on_send_timeout_to_an_upstream_that_never_reads(gateway, upstreams):
+    stall = upstreams(SlowUpstream, read=False)
+    t = simple(gateway, stall, extra="proxy_send_timeout 1s; proxy_read_timeout 30s; client_max_body_size 0;")
+    size = 64 << 20
+    sent = [0]
+
+    def send_body(c):
+        try:
+            c.send(b"PUT /stall HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % size)
+            for piece in pattern_chunks(size):
+                c.send(piece)
+                sent[0] += len(piece)
+        except OSError:
+            pass
+
+    start = time.monotonic()
+    with Client(t.port, timeout=20) as c:
+        th = threading.Thread(target=send_body, args=(c,), daemon=True)
+        th.start()
+        r = c.read_response(timeout=20)
+        took = time.monotonic() - start
+        c.sock.shutdown(socket.SHUT_RDWR)
+        th.join(timeout=10)
+    assert sent[0] < size, "the whole body went through an upstream that reads nothing"
+    assert r is None or r.status == 504, r  # nginx: 504; a close is acceptable when the head can't be sent
+    assert took < 10, took
+    if r is not None:
+        assert_error_json(r, 504, "gateway_timeout")
+
+
+def test_keepalive_pool_is_capped(gateway, echo):
+    t = keepalive_gateway(gateway, echo, "keepalive 1;")
+    results = []
+
+    def one(i):
+        results.append(fetch(t, "GET", f"/slow/{300}?i={i}"))
+
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(timeout=10)
+    assert [r.status for r in results] == [200, 200, 200]
+    assert echo.connections == 3
+    assert echo.wait_closed(2, 3), "more idle connections kept than `keepalive 1`"
+    time.sleep(0.3)
+    assert echo.closed_connections == 2
+    for i in range(3):
+        upstream_view(fetch(t, "GET", f"/seq/{i}"))
+    assert echo.connections == 3  # the one kept connection served them
+
+
+def test_keepalive_with_mixed_bodies_and_framings(gateway, echo):
+    t = keepalive_gateway(gateway, echo, "keepalive 4;")
+    with Client(t.port) as c:
+        c.send(req("POST", "/p1", body=b"a" * 5000))
+        assert upstream_view(c.read_response())["body_len"] == 5000
+        c.send(req("GET", "/chunked/7000"))
+        assert c.read_response().body == pattern_bytes(7000)
+        c.send(req("PUT", "/p2", body=b"b" * 3000, chunked=True))
+        assert upstream_view(c.read_response())["body_len"] == 3000
+        c.send(req("HEAD", "/bytes/4000"))
+        assert c.read_response(head_only=True).status == 200
+        c.send(req("GET", "/status/204"))
+        assert c.read_response().status == 204
+        c.send(req("GET", "/bytes/9000"))
+        assert c.read_response().body == pattern_bytes(9000)
+    assert echo.requests == 6
+    assert echo.connections == 1, "an upstream connection was not reused after a complete exchange"
+
+
+def test_eof_delimited_upstream_connection_is_not_reused(gateway, echo):
+    t = keepalive_gateway(gateway, echo, "keepalive 4;")
+    assert fetch(t, "GET", "/eof/1000").body == pattern_bytes(1000)
+    upstream_view(fetch(t, "GET", "/after"))
+    assert echo.connections == 2
+
+
+def test_proxy_buffer_size_sets_the_response_head_limit(gateway, upstreams):
+    big = OK_HEAD + b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 4000) for i in range(3)) + b"Content-Length: 2\r\n\r\nok"
+    up = upstreams(RawUpstream, [big])
+    t = simple(gateway, up)
+    assert_error_json(fetch(t, "GET", "/default"), 502, "bad_gateway")  # 12k head, over the 8k default
+    up2 = upstreams(RawUpstream, [big])
+    t2 = simple(gateway, up2, extra="proxy_buffer_size 16k;")
+    r = fetch(t2, "GET", "/bigger")
+    assert r.status == 200 and r.body == b"ok" and len(r.header("x-big-2")) == 4000, r
+
+
+def test_proxy_buffer_size_allows_one_long_header_line(gateway, upstreams):
+    """nginx bounds the whole upstream head by proxy_buffer_size, a single line included."""
+    up = upstreams(RawUpstream, [OK_HEAD + b"X-Big: " + b"a" * 12000 + b"\r\nContent-Length: 2\r\n\r\nok"])
+    t = simple(gateway, up, extra="proxy_buffer_size 16k;")
+    r = fetch(t, "GET", "/longline")
+    assert r.status == 200 and r.body == b"ok" and len(r.header("x-big")) == 12000, r
+
+
+def test_slow_client_download_is_backpressured(gateway, echo):
+    size = 256 << 20
+    t = simple(gateway, echo)
+    h = hashlib.sha256()
+    with RssSampler(t) as rss, Client(t.port, timeout=60) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.send(req("GET", f"/bytes/{size}"))
+        first = c.sock.recv(65536)
+        time.sleep(2.5)  # a reader that stalls: the proxy must stop reading the upstream
+        rss_while_stalled = rss.max_kb
+        c.buf += first
+        r = c.read_response(timeout=60, sink=h.update)
+    assert r.status == 200 and r.complete, r
+    assert h.hexdigest() == pattern_sha256(size)
+    if not SANITIZED:
+        assert rss_while_stalled < RSS_LIMIT_KB, f"worker RSS reached {rss_while_stalled} kB while the client stalled"
+        assert rss.max_kb < RSS_LIMIT_KB, rss.max_kb
+
+
+def test_slow_upstream_reader_upload_is_backpressured(gateway, upstreams):
+    sink = upstreams(UploadSink, read_delay=2.5)
+    size = 256 << 20
+    t = simple(gateway, sink, extra="client_max_body_size 0;")
+    with RssSampler(t) as rss, Client(t.port, timeout=60) as c:
+        c.send(b"PUT /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % size)
+        for piece in pattern_chunks(size):
+            c.send(piece)
+        r = c.read_response(timeout=60)
+    assert r.status == 200 and r.json() == {"body_len": size, "sha256": pattern_sha256(size)}, r
+    if not SANITIZED:
+        assert rss.max_kb < RSS_LIMIT_KB, f"worker RSS reached {rss.max_kb} kB"
+
+
+def test_client_abort_mid_download_frees_the_upstream_connection(gateway, echo):
+    t = simple(gateway, echo)
+    with Client(t.port) as c:
+        c.send(req("GET", f"/bytes/{1 << 30}"))
+        got = 0
+        for _ in range(1000):
+            got += len(c.sock.recv(1 << 20))
+            if got > 4 << 20:
+                break
+    assert echo.wait_closed(1, 5), "the upstream kept sending to a client that had gone"
+
+
+# ---- more protocol details ----------------------------------------------------------------------------
+
+
+def test_expect_100_continue_upload(gateway, echo):
+    t = simple(gateway, echo)
+    body = os.urandom(50_000)
+    with Client(t.port) as c:
+        c.send(b"POST /exp HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        c.sock.settimeout(5)
+        interim = c.sock.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        c.buf += interim.partition(b"\r\n\r\n")[2]
+        c.send(body)
+        d = upstream_view(c.read_response())
+    assert d["body_len"] == len(body) and d["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_informational_response_before_final_one(gateway, upstreams):
+    up = upstreams(
+        RawUpstream, [b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n" + OK_HEAD + b"Content-Length: 2\r\n\r\nok"]
+    )
+    t = simple(gateway, up)
+    r = fetch(t, "GET", "/hints")
+    assert r.status == 200 and r.body == b"ok" and r.complete, r
+
+
+def test_304_and_204_have_no_body_and_keep_the_connection(gateway, echo):
+    t = simple(gateway, echo)
+    with Client(t.port) as c:
+        for status in (304, 204, 304):
+            c.send(req("GET", f"/status/{status}"))
+            r = c.read_response()
+            assert r.status == status and r.body == b"", r
+        c.send(req("GET", "/end"))
+        assert upstream_view(c.read_response())["target"] == "/end"
+
+
+def test_proxy_pass_header_date(gateway, echo):
+    t = simple(gateway, echo, extra="proxy_pass_header Date;")
+    r = fetch(t, "GET", "/headers")
+    assert r.all("date") == ["Mon, 01 Jan 2001 00:00:00 GMT"], r.headers
+
+
+def test_http10_client_through_proxy(gateway, echo):
+    t = simple(gateway, echo)
+    with Client(t.port) as c:
+        c.send(req("GET", "/old", version="HTTP/1.0", host=None))
+        r = c.read_response()
+        assert r.version == "HTTP/1.0" and r.status == 200 and r.complete, r  # as the core answers 1.0
+        assert c.is_closed(3)
+    d = upstream_view(r)
+    assert d["target"] == "/old" and d["version"] == "HTTP/1.1"
+
+
+def test_retry_on_next_server_after_reset_and_max_fails(gateway, upstreams):
+    dead = upstreams(RawUpstream, [["rst"]])
+    alive = upstreams(EchoUpstream)
+    t = gateway(
+        "        location / { proxy_pass http://pool; }",
+        http_extra=(
+            f"    upstream pool {{ server 127.0.0.1:{dead.port} max_fails=1 fail_timeout=30s; "
+            f"server 127.0.0.1:{alive.port}; }}"
+        ),
+    )
+    for i in range(6):
+        assert upstream_view(fetch(t, "GET", f"/r/{i}"))["target"] == f"/r/{i}"
+    assert dead.connections == 1, "a server that failed was tried again within fail_timeout"
+    assert alive.requests == 6
+
+
+# ---- more WebSocket ------------------------------------------------------------------------------------------
+
+
+def test_websocket_handshake_refused_by_upstream_is_plain_http(gateway, upstreams):
+    ws = upstreams(WebSocketEchoUpstream)
+    t = ws_gateway(gateway, ws)
+    with Client(t.port) as c:
+        c.send(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")  # no key: the upstream answers 400
+        r = c.read_response()
+        assert r.status == 400 and r.complete, r
+
+
+def test_websocket_large_messages_both_ways(gateway, upstreams):
+    ws = upstreams(WebSocketEchoUpstream)
+    t = ws_gateway(gateway, ws)
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as s:
+        c = WSClient(s)
+        assert c.handshake("/ws")[0] == 101
+        for n in (125, 126, 65535, 65536, 4 << 20):
+            blob = os.urandom(n)
+            c.send(WS_BINARY, blob)
+            op, got = c.recv()
+            assert op == WS_BINARY and got == blob, n
+
+
+def test_websocket_idle_tunnel_closes_after_read_timeout(gateway, upstreams):
+    ws = upstreams(WebSocketEchoUpstream)
+    t = gateway(f"        location /ws {{ proxy_pass http://127.0.0.1:{ws.port}; proxy_read_timeout 1s; }}")
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as s:
+        c = WSClient(s)
+        assert c.handshake("/ws")[0] == 101
+        c.send(WS_TEXT, b"x")
+        assert c.recv() == (WS_TEXT, b"x")
+        start = time.monotonic()
+        s.settimeout(6)
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
+        assert closed, "an idle tunnel outlived proxy_read_timeout"
+        assert 0.8 <= time.monotonic() - start < 4
+    assert ws.wait_closed(1, 3)
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+
+
+def test_all_directives_accepted_at_every_level(tollgate_factory):
+    settings = (
+        "proxy_set_header X-A a; proxy_hide_header X-B; proxy_pass_header Server; proxy_http_version 1.0; "
+        "proxy_connect_timeout 5s; proxy_send_timeout 5s; proxy_read_timeout 5s; proxy_buffering off; "
+        "proxy_buffer_size 4k; proxy_buffers 8 4k;"
+    )
+    block = (
+        "http {\n    %s\n"
+        "    upstream u { server 127.0.0.1:9 weight=2 max_fails=3 fail_timeout=5s; server 127.0.0.1:10 backup;"
+        " server 127.0.0.1:11 down; keepalive 8; keepalive_timeout 30s; keepalive_requests 50; }\n"
+        "    server { listen 127.0.0.1:{port}; %s\n"
+        "        location / { %s proxy_pass http://u; }\n"
+        "        location /b/ { proxy_pass http://127.0.0.1:9/x/; }\n    }\n}\n" % (settings, settings, settings)
+    )
+    code, err = tollgate_factory(block).test_config()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "location, http_extra",
+    [
+        ("location / { proxy_pass ftp://127.0.0.1:9; }", ""),
+        ("location / { proxy_pass http://; }", ""),
+        ("location / { proxy_pass http://127.0.0.1:99999; }", ""),
+        ("location / { proxy_pass http://nosuchupstream_or_host.invalid; }", ""),
+        ("location / { proxy_pass http://127.0.0.1:9; proxy_http_version 2.0; }", ""),
+        ("location / { proxy_pass http://127.0.0.1:9; proxy_read_timeout abc; }", ""),
+        ("location / { proxy_pass http://127.0.0.1:9; proxy_buffering maybe; }", ""),
+        ("location / { proxy_pass http://u; }", "upstream u { }"),
+        ("location / { proxy_pass http://u; }", "upstream u { server 127.0.0.1:9 weight=0; }"),
+        ("location / { proxy_pass http://u; }", "upstream u { server 127.0.0.1:9 bogus=1; }"),
+        ("location / { proxy_pass http://u; }", "upstream u { server 127.0.0.1:9; } upstream u { server 127.0.0.1:10; }"),
+        ("proxy_pass http://127.0.0.1:9;", ""),
+    ],
+)
+def test_invalid_proxy_config_is_rejected(tollgate_factory, location, http_extra):
+    block = "http {\n    %s\n    server { listen 127.0.0.1:{port};\n        %s\n    }\n}\n" % (http_extra, location)
+    code, err = tollgate_factory(block).test_config()
+    assert code != 0, f"accepted: {location} {http_extra}"
+    assert re.search(r"tollgate\.conf:\d+", err), err
+
+
+# ---- injection through decoded URIs ----------------------------------------------------------------------------
+
+INJECT = "/api/a%0d%0aX-Injected:%20yes%0d%0a%0d%0aGET%20/smuggled%20HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "location /api/ { proxy_pass http://127.0.0.1:PORT/v1/; }",
+        "location /api/ { proxy_pass http://127.0.0.1:PORT; proxy_set_header X-Uri $uri; }",
+        "location /api/ { proxy_pass http://127.0.0.1:PORT; proxy_set_header X-Args $arg_q; }",
+    ],
+    ids=["uri_rewrite", "set_header_uri", "set_header_arg"],
+)
+def test_encoded_crlf_cannot_inject_into_the_upstream_request(gateway, echo, location):
+    t = gateway("        " + location.replace("PORT", str(echo.port)))
+    r = fetch(t, "GET", INJECT + "?q=x%0d%0aX-Injected:%20yes")
+    time.sleep(0.2)
+    assert echo.errors == [], f"the upstream got a malformed request: {echo.errors}"
+    for entry in echo.log:
+        names = [k.lower() for k, _ in entry["headers"]]
+        assert "x-injected" not in names, entry
+        assert "\r" not in entry["target"] and "\n" not in entry["target"]
+        assert not any("\r" in v or "\n" in v for _, v in entry["headers"]), entry
+    assert echo.requests <= 1
+    assert r is not None and r.status in (200, 400), r
