@@ -162,14 +162,23 @@ struct UpstreamState {
     std::unique_ptr<Pool> pool;
 };
 
-// A resolver of this worker, with its answers cached for their TTL (or valid=).
+class PendingLookup;
+
+// A resolver of this worker, with its answers cached for their TTL (or valid=), and the
+// lookups under way with the requests waiting on each.
 struct WorkerResolver {
     struct Entry {
         std::vector<sockaddr_storage> addresses;
         int64_t expires_ms = 0;
     };
+    struct Inflight {
+        std::unique_ptr<Resolver::Lookup> lookup;
+        std::vector<PendingLookup*> waiters;
+        uint64_t valid_ms = 0;
+    };
     std::unique_ptr<Resolver> resolver;
     std::unordered_map<std::string, Entry> cache;
+    std::unordered_map<std::string, Inflight> inflight;  // destroyed first: cancels the queries
 };
 // Names cached per resolver before the cache is emptied (bounded memory).
 constexpr size_t kMaxCachedNames = 10000;
@@ -1174,37 +1183,68 @@ Verdict start_dynamic(http::Request& r, const ProxyLocConf& conf, const DynamicT
     return ex->start();
 }
 
-// A proxy_pass host being looked up: the request waits (suspended) for the answer.
+// A request waiting for a proxy_pass host to be looked up. Requests for a name already being
+// looked up wait on that one query (as nginx), and the answer serves them all.
 class PendingLookup final : public http::RequestTask {
   public:
-    PendingLookup(http::Request& r, const ProxyLocConf& conf, const DynamicTarget& t,
-                  WorkerResolver& wr, uint64_t valid_ms)
-        : r_(r), conf_(conf), target_(t), wr_(wr), valid_ms_(valid_ms) {}
-    // Starts the lookup. Returns the handler's verdict: Suspend, or Respond when the resolver
-    // answered at once (it could not even send the query).
-    Verdict begin() {
+    PendingLookup(http::Request& r, const ProxyLocConf& conf, const DynamicTarget& t)
+        : r_(r), conf_(conf), target_(t), host_(t.host) {}
+
+    // Joins or starts the lookup of the host. Returns the handler's verdict: Suspend, or
+    // Respond when the resolver answered at once (it could not even send the query).
+    Verdict wait_on(WorkerResolver& wr, uint64_t valid_ms) {
         r_.task = this;
+        wr_ = &wr;
+        auto [it, fresh] = wr.inflight.try_emplace(host_);
+        it->second.waiters.push_back(this);
+        if (!fresh) return Verdict::Suspend;
+        it->second.valid_ms = valid_ms;
         in_begin_ = true;
-        std::string host(target_.host);
-        lookup_ = wr_.resolver->lookup(
-            host, [this, host](const Resolver::Answer& a) { answered(host, a); });
+        WorkerResolver* w = &wr;
+        std::string host = host_;
+        auto lookup = wr.resolver->lookup(
+            host, [w, host](const Resolver::Answer& a) { deliver(*w, host, a); });
+        if (auto again = wr.inflight.find(host); again != wr.inflight.end()) {
+            again->second.lookup = std::move(lookup);
+        }
         in_begin_ = false;
         return answered_now_ ? Verdict::Respond : Verdict::Suspend;
     }
-    void abort() override { lookup_.reset(); }
 
-  private:
-    void answered(const std::string& host, const Resolver::Answer& a) {
-        r_.task = nullptr;
+    // The client went away: stop waiting (the query goes on and fills the cache).
+    void abort() override {
+        auto it = wr_->inflight.find(host_);
+        if (it == wr_->inflight.end()) return;
+        auto& w = it->second.waiters;
+        w.erase(std::remove(w.begin(), w.end(), this), w.end());
+    }
+
+    // Hands an answer to every request waiting for `host`, and caches it.
+    static void deliver(WorkerResolver& wr, const std::string& host, const Resolver::Answer& a) {
+        auto it = wr.inflight.find(host);
+        if (it == wr.inflight.end()) return;
+        std::vector<PendingLookup*> waiters = std::move(it->second.waiters);
+        uint64_t valid_ms = it->second.valid_ms;
+        std::unique_ptr<Resolver::Lookup> done = std::move(it->second.lookup);
+        wr.inflight.erase(it);
         if (!a.ok) {
             LOG_ERROR("%s could not be resolved (%s)", host.c_str(), a.error.c_str());
+        } else {
+            if (wr.cache.size() >= kMaxCachedNames) wr.cache.clear();
+            uint64_t ttl_ms = valid_ms != 0 ? valid_ms : uint64_t{a.ttl} * 1000;
+            wr.cache[host] = {a.addresses, now_ms() + static_cast<int64_t>(ttl_ms)};
+        }
+        for (PendingLookup* p : waiters) p->answered(a);
+    }
+
+  private:
+    void answered(const Resolver::Answer& a) {
+        r_.task = nullptr;
+        if (!a.ok) {
             (void)r_.respond_error(502);
             respond();
             return;
         }
-        if (wr_.cache.size() >= kMaxCachedNames) wr_.cache.clear();
-        uint64_t ttl_ms = valid_ms_ != 0 ? valid_ms_ : uint64_t{a.ttl} * 1000;
-        wr_.cache[host] = {a.addresses, now_ms() + static_cast<int64_t>(ttl_ms)};
         if (start_dynamic(r_, conf_, target_, a.addresses) == Verdict::Respond) respond();
     }
 
@@ -1216,15 +1256,13 @@ class PendingLookup final : public http::RequestTask {
         }
     }
 
-    bool in_begin_ = false;
-    bool answered_now_ = false;
-
     http::Request& r_;
     const ProxyLocConf& conf_;
     DynamicTarget target_;
-    WorkerResolver& wr_;
-    uint64_t valid_ms_;
-    std::unique_ptr<Resolver::Lookup> lookup_;
+    std::string host_;
+    WorkerResolver* wr_ = nullptr;
+    bool in_begin_ = false;
+    bool answered_now_ = false;
 };
 
 // proxy_pass with variables, as nginx: an upstream block by that name, else an IP address,
@@ -1238,7 +1276,7 @@ Verdict proxy_dynamic(http::Request& r, const ProxyLocConf& conf) {
     }
     if (!t.port_given) {
         for (UpstreamState& us : g_worker->upstreams) {
-            if (!us.up->implicit && us.up->name == t.host) {
+            if (!us.up->implicit && iequals(us.up->name, t.host)) {  // nginx: any case
                 Exchange* ex = make_exchange(r, conf, us);
                 ex->set_overrides(t.target, t.authority);
                 return ex->start();
@@ -1272,8 +1310,8 @@ Verdict proxy_dynamic(http::Request& r, const ProxyLocConf& conf) {
     t.host = r.copy(t.host);
     t.authority = r.copy(t.authority);
     t.target = r.copy(t.target);
-    auto* p = make_in_arena<PendingLookup>(r, r, conf, t, wr, conf.resolver->valid_ms.value_or(0));
-    return p->begin();
+    auto* p = make_in_arena<PendingLookup>(r, r, conf, t);
+    return p->wait_on(wr, conf.resolver->valid_ms.value_or(0));
 }
 
 }  // namespace

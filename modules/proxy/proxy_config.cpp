@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <strings.h>
 #include <algorithm>
 #include <cstring>
 
@@ -341,7 +342,9 @@ void check(GenerationBuilder& b) {
         if (!c.pass || c.pass_dynamic) return;
         if (!c.pass_port_given) {
             for (const auto& u : main.upstreams) {
-                if (!u->implicit && u->name == c.pass_host) c.upstream = u.get();
+                if (!u->implicit && strcasecmp(u->name.c_str(), c.pass_host.c_str()) == 0) {
+                    c.upstream = u.get();  // nginx compares upstream names in any case
+                }
             }
             if (c.upstream != nullptr) return;
         }

@@ -640,7 +640,8 @@ def test_client_abort_while_resolving_leaves_the_worker_healthy(gateway, servers
     for i in range(3):
         with socket.create_connection(("127.0.0.1", t.port), timeout=5) as s:
             s.sendall(f"GET /gone{i}?h={NAME} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-            assert wait_until(lambda: dns.count(NAME) >= i + 1, 3)
+            # The first request starts the query; later ones join it while it is under way.
+            assert wait_until(lambda: dns.count(NAME) >= 1, 3)
         # the client is gone before the answer arrives
     time.sleep(1.0)  # the late answers arrive now
     assert echo.requests == 0, "a request of a closed client was sent upstream"
@@ -661,3 +662,32 @@ def test_resolver_recovers_after_timeouts(gateway, servers, echo):
     r = fetch(t, f"/alive?h={NAME}", timeout=5)
     assert seen(r)["target"] == f"/alive?h={NAME}", (r, list(dns.log))
     assert time.monotonic() - start < 1.5
+
+
+def test_graceful_shutdown_completes_pending_lookups(tollgate_factory, servers, echo):
+    import signal
+
+    dns = servers(DnsServer, {NAME: ["127.0.0.1"]}, delay=1.5)
+    t = tollgate_factory(
+        "http {\n    server {\n        listen 127.0.0.1:{port};\n"
+        f"        location / {{ {resolver_line(dns, 'ipv6=off', timeout='5s')} proxy_pass http://$arg_h:{echo.port}; }}\n"
+        "    }\n}\n"
+    ).start()
+    t.wait_workers(1)
+    socks = []
+    try:
+        for i in range(3):
+            s = socket.create_connection(("127.0.0.1", t.port), timeout=8)
+            s.sendall(f"GET /q{i}?h={NAME} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            socks.append(s)
+        assert wait_until(lambda: dns.count(NAME) >= 1, 3)
+        t.signal(signal.SIGQUIT)
+        for s in socks:
+            head = s.recv(64)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+        assert t.wait_exit(10) == 0
+    finally:
+        for s in socks:
+            s.close()
+    assert echo.requests == 3
+    assert "exited on signal" not in t.error_log(), t.error_log()[-2000:]
