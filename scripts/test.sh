@@ -21,6 +21,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTOLLGATE_WERROR=ON 
       -DTOLLGATE_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan
 reports=$(mktemp -d)
+chmod 1777 "$reports"  # workers run as nobody and must be able to write their reports
 export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1:halt_on_error=1"
 export TOLLGATE_SANITIZED=1

@@ -540,6 +540,13 @@ class Exchange final : public http::RequestTask,
         state_ = State::Sending;
         ++conn_requests_;
         conn_->set_read_limit(std::max<uint64_t>(conf_.head_limit(), conf_.read_ahead()));
+        write_request_head();
+        conn_->resume_reading();
+        pump_body();  // last: a failure here may end the request and free this exchange
+    }
+
+    // Appends the request head for the upstream to its output.
+    void write_request_head() {
         std::pmr::string h(r_.arena);
         h.reserve(1024);
         h += r_.head.method_name;
@@ -652,8 +659,6 @@ class Exchange final : public http::RequestTask,
         }
         h += "\r\n";
         conn_->output().append(h);
-        conn_->resume_reading();
-        pump_body();
     }
 
     // Moves request body bytes from the client toward the upstream while the upstream takes them.

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import threading
@@ -20,7 +19,6 @@ import time
 
 import pytest
 
-from harness import split_responses  # noqa: F401  (kept for parity with the other suites)
 from upstreams import (
     WS_BINARY,
     WS_CLOSE,
@@ -315,6 +313,15 @@ class RssSampler:
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
+
+
+# RSS bounds measure tollgate's own memory; under AddressSanitizer its shadow memory and
+# quarantine dominate RSS (about 230 MB whatever the load), so those bounds are checked in the
+# release build only (scripts/test.sh sets TOLLGATE_SANITIZED for the sanitizer run).
+rss_bound = pytest.mark.skipif(
+    bool(os.environ.get("TOLLGATE_SANITIZED")),
+    reason="RSS under ASan is the sanitizer's shadow memory, not tollgate's; checked in release",
+)
 
 
 @pytest.fixture
@@ -1071,6 +1078,7 @@ def test_client_abort_while_waiting_for_response_frees_upstream(gateway, upstrea
 # ---- 1 GiB both ways under a memory bound ------------------------------------------------------------
 
 
+@rss_bound
 def test_1gib_download_streams_with_bounded_memory(gateway, echo):
     t = simple(gateway, echo)
     h = hashlib.sha256()
@@ -1094,6 +1102,7 @@ def test_1gib_download_streams_with_bounded_memory(gateway, echo):
     print(f"download {BIG >> 20} MiB in {took:.1f}s, worker max RSS {rss.max_kb} kB")
 
 
+@rss_bound
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_1gib_upload_streams_with_bounded_memory(gateway, upstreams, framing):
     sink = upstreams(UploadSink)
@@ -1524,6 +1533,7 @@ def test_proxy_buffer_size_allows_one_long_header_line(gateway, upstreams):
     assert r.status == 200 and r.body == b"ok" and len(r.header("x-big")) == 12000, r
 
 
+@rss_bound
 def test_slow_client_download_is_backpressured(gateway, echo):
     size = 256 << 20
     t = simple(gateway, echo)
@@ -1543,6 +1553,7 @@ def test_slow_client_download_is_backpressured(gateway, echo):
         assert rss.max_kb < RSS_LIMIT_KB, rss.max_kb
 
 
+@rss_bound
 def test_slow_upstream_reader_upload_is_backpressured(gateway, upstreams):
     sink = upstreams(UploadSink, read_delay=2.5)
     size = 256 << 20
