@@ -5,8 +5,9 @@
 //   proxy_set_header NAME VALUE; proxy_hide_header NAME; proxy_pass_header NAME;
 //   proxy_http_version 1.0|1.1 (1.1); proxy_connect_timeout, proxy_send_timeout,
 //   proxy_read_timeout T (60s); proxy_buffering on|off; proxy_buffer_size SIZE (8k: the
-//   largest response head); proxy_buffers N SIZE (8 8k: read-ahead per request)  http, server,
-//   location
+//   largest response head); proxy_buffers N SIZE (8 8k: read-ahead per request);
+//   proxy_request_buffering off (the only value: bodies always stream, see proxy_config.cpp);
+//   resolver ADDR ... [valid=T] [ipv6=on|off]; resolver_timeout T (30s)      http, server, location
 // Phase: Content (where proxy_pass is set). Bodies stream both ways with backpressure; nothing
 // is buffered whole. Variables: $upstream_addr $upstream_status $upstream_response_time
 // $upstream_connect_time $upstream_header_time $upstream_http_NAME $proxy_host

@@ -271,6 +271,18 @@ void proxy_buffers(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).buffers_total, static_cast<uint64_t>(n) * size);
 }
 
+// tollgate always streams request bodies to the upstream as they arrive: memory stays flat for
+// any upload, and an agent's request reaches the model while the client is still sending. nginx
+// spools the body to disk first by default ("on"); that is not offered, so a config asking for it
+// says so instead of silently streaming.
+void proxy_request_buffering(DirectiveContext& ctx) {
+    if (ctx.flag_arg(0)) {
+        ctx.fail(
+            "\"proxy_request_buffering on\" is not supported: tollgate streams request "
+            "bodies (use \"off\")");
+    }
+}
+
 void resolver(DirectiveContext& ctx) {
     auto& c = loc(ctx);
     if (c.resolver) ctx.duplicate();
@@ -391,6 +403,7 @@ const Directive kProxyDirectives[] = {
     {"proxy_buffering", kHSL, 1, 1, false, ConfScope::Location, proxy_buffering},
     {"proxy_buffer_size", kHSL, 1, 1, false, ConfScope::Location, proxy_buffer_size},
     {"proxy_buffers", kHSL, 2, 2, false, ConfScope::Location, proxy_buffers},
+    {"proxy_request_buffering", kHSL, 1, 1, false, ConfScope::None, proxy_request_buffering},
     {"resolver", kHSL, 1, kUnlimitedArgs, false, ConfScope::Location, resolver},
     {"resolver_timeout", kHSL, 1, 1, false, ConfScope::Location, resolver_timeout},
 };
