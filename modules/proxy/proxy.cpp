@@ -242,6 +242,7 @@ class Exchange final : public http::RequestTask,
           conf_(conf),
           us_(us),
           tried_(us.up->servers.size(), false, r.arena),
+          attempts_(r.arena),
           limits_{static_cast<size_t>(conf.head_limit()), static_cast<size_t>(conf.head_limit()),
                   200},
           scanner_(limits_),
@@ -260,7 +261,6 @@ class Exchange final : public http::RequestTask,
     // Starts the exchange inside the content handler. Returns the handler's verdict.
     Verdict start() {
         in_handler_ = true;
-        start_usec_ = http::now_usec();
         if (r_.has_body() && r_.head.framing == http::BodyFraming::Chunked &&
             conf_.http_version_minor.value_or(1) == 0) {
             in_handler_ = false;
@@ -272,16 +272,19 @@ class Exchange final : public http::RequestTask,
         return answered_ ? Verdict::Respond : Verdict::Suspend;
     }
 
-    // Variables.
-    std::string_view upstream_addr() const { return addr_; }
-    int upstream_status() const { return resp_.status != 0 ? resp_.status : failed_status_; }
-    int64_t connect_usec() const { return connect_usec_; }
-    int64_t header_usec() const { return header_usec_; }
-    int64_t response_usec() const {
-        return (end_usec_ != 0 ? end_usec_ : http::now_usec()) - start_usec_;
-    }
+    // One server tried for this request, in the order tried: the $upstream_* variables list
+    // every one, ", "-separated, as nginx does.
+    struct Attempt {
+        std::string_view addr;
+        int status = 0;  // 0: no status (yet)
+        int64_t start_usec = 0;
+        int64_t connect_usec = -1;
+        int64_t header_usec = -1;
+        int64_t end_usec = 0;
+    };
+    const std::pmr::vector<Attempt>& attempts() const { return attempts_; }
     const http::ResponseHead& response() const { return resp_; }
-    bool has_response() const { return resp_.status != 0 || failed_status_ != 0; }
+    bool has_response() const { return resp_.status != 0; }
 
     // RequestTask: the client went away or the request ended early.
     void abort() override {
@@ -373,7 +376,7 @@ class Exchange final : public http::RequestTask,
             LOG_ERROR(
                 "upstream prematurely closed connection while reading upstream, "
                 "upstream: %s",
-                addr_.c_str());
+                addr());
             finish(false);
             return Pull::Error;
         }
@@ -383,7 +386,7 @@ class Exchange final : public http::RequestTask,
 
     // StreamHandler: the upstream connection.
     void on_connected() override {
-        connect_usec_ = http::now_usec() - start_usec_;
+        attempts_.back().connect_usec = http::now_usec() - attempts_.back().start_usec;
         send_request();
     }
     void on_readable() override {
@@ -420,15 +423,14 @@ class Exchange final : public http::RequestTask,
                 // A kept-alive connection the upstream closed meanwhile: try a fresh one.
                 close_upstream();
                 reused_ = false;
-                tried_[peer_] = false;
                 connect_to(peer_, true);
                 return;
             }
             bool timeout = e == StreamEvent::ConnectTimeout || e == StreamEvent::WriteTimeout;
             LOG_ERROR("%s while %s to upstream, upstream: %s",
                       timeout ? "upstream timed out" : "connect() failed or connection lost",
-                      state_ == State::Connecting ? "connecting" : "sending request",
-                      addr_.c_str());
+                      state_ == State::Connecting ? "connecting" : "sending request", addr());
+            end_attempt(timeout ? 504 : 502);
             peer_failed(us_, peer_);
             close_upstream();
             if (!body_started_) {
@@ -442,7 +444,7 @@ class Exchange final : public http::RequestTask,
             LOG_ERROR(
                 "upstream prematurely closed connection while reading response header, "
                 "upstream: %s",
-                addr_.c_str());
+                addr());
             close_upstream();
             fail(e == StreamEvent::WriteTimeout ? 504 : 502);
             return;
@@ -492,14 +494,14 @@ class Exchange final : public http::RequestTask,
         state_ = State::Done;
         timer_->stop();
         close_upstream();
-        end_usec_ = http::now_usec();
+        end_attempt(0);
         r_.end_tunnel();  // closes the client connection and destroys this exchange
     }
 
     void connect_next(int status_if_none = 502) {
         int peer = pick_peer(us_, tried_);
         if (peer < 0) {
-            if (status_if_none == 502 && !any_tried_) {
+            if (status_if_none == 502 && attempts_.empty()) {
                 LOG_ERROR("no live upstreams while connecting to upstream \"%s\"",
                           us_.up->name.c_str());
             }
@@ -511,10 +513,11 @@ class Exchange final : public http::RequestTask,
 
     void connect_to(size_t peer, bool fresh_only) {
         peer_ = peer;
-        tried_[peer] = true;
-        any_tried_ = true;
         const UpstreamServer& s = us_.up->servers[peer];
-        addr_ = s.addr_text;
+        if (!tried_[peer] || attempts_.empty()) {
+            tried_[peer] = true;
+            attempts_.push_back(Attempt{r_.copy(s.addr_text), 0, http::now_usec()});
+        }  // else a stale pooled connection is retried fresh: still the same attempt
         state_ = State::Connecting;
         got_bytes_ = false;
         if (!fresh_only && us_.pool) {
@@ -522,7 +525,7 @@ class Exchange final : public http::RequestTask,
             if (conn_ != nullptr) {
                 reused_ = true;
                 conn_->set_handler(*this);
-                connect_usec_ = 0;
+                attempts_.back().connect_usec = 0;
                 send_request();
                 return;
             }
@@ -531,7 +534,7 @@ class Exchange final : public http::RequestTask,
         conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
                                         *this, conf_.connect_timeout());
         if (conn_ == nullptr) {
-            LOG_ERROR("socket() failed while connecting to upstream %s", addr_.c_str());
+            LOG_ERROR("socket() failed while connecting to upstream %s", addr());
             fail(502);
         }
     }
@@ -718,7 +721,7 @@ class Exchange final : public http::RequestTask,
                     LOG_ERROR(
                         "upstream sent too big header while reading response header, "
                         "upstream: %s",
-                        addr_.c_str());
+                        addr());
                     invalid();
                 }
                 return;
@@ -727,7 +730,7 @@ class Exchange final : public http::RequestTask,
                 LOG_ERROR(
                     "upstream sent invalid header while reading response header, "
                     "upstream: %s",
-                    addr_.c_str());
+                    addr());
                 invalid();
                 return;
             }
@@ -735,7 +738,7 @@ class Exchange final : public http::RequestTask,
             std::string_view head = r_.copy(bytes.substr(0, len));
             in.drain(len);
             if (!http::parse_response_head(head, limits_, r_.head.method, resp_)) {
-                LOG_ERROR("upstream sent invalid response, upstream: %s", addr_.c_str());
+                LOG_ERROR("upstream sent invalid response, upstream: %s", addr());
                 invalid();
                 return;
             }
@@ -749,7 +752,7 @@ class Exchange final : public http::RequestTask,
                     LOG_ERROR(
                         "upstream sent 101 to a request that did not ask to upgrade, "
                         "upstream: %s",
-                        addr_.c_str());
+                        addr());
                     invalid();
                     return;
                 }
@@ -763,7 +766,7 @@ class Exchange final : public http::RequestTask,
 
     // A 101: the response carries Upgrade and Connection, and the connection becomes a tunnel.
     void accept_upgrade() {
-        header_usec_ = http::now_usec() - start_usec_;
+        got_head();
         timer_->stop();
         r_.status = 101;
         for (const http::Header& hd : resp_.headers) {
@@ -802,7 +805,7 @@ class Exchange final : public http::RequestTask,
             in.drain(step.framing);
             if (step.data > 0) staged_.move_from(in, step.data);
             if (step.status == http::ChunkedDecoder::Status::Error) {
-                LOG_ERROR("upstream sent invalid chunked response, upstream: %s", addr_.c_str());
+                LOG_ERROR("upstream sent invalid chunked response, upstream: %s", addr());
                 staged_ = Buffer();
                 invalid();
                 return false;
@@ -821,7 +824,7 @@ class Exchange final : public http::RequestTask,
     }
 
     void accept_head() {
-        header_usec_ = http::now_usec() - start_usec_;
+        got_head();
         timer_->stop();
         r_.status = resp_.status;
         for (const http::Header& hd : resp_.headers) {
@@ -879,11 +882,10 @@ class Exchange final : public http::RequestTask,
     }
 
     void fail(int status) {
-        if (any_tried_ && status >= 500) failed_status_ = status;  // $upstream_status, as nginx
+        if (status >= 500) end_attempt(status);  // $upstream_status, as nginx
         state_ = State::Done;
         timer_->stop();
         close_upstream();
-        end_usec_ = http::now_usec();
         r_.task = nullptr;
         (void)r_.respond_error(status);
         answer();
@@ -898,7 +900,7 @@ class Exchange final : public http::RequestTask,
 
     // The response is over (`ok`: complete); keep the connection if it can serve again.
     void finish(bool ok) {
-        end_usec_ = http::now_usec();
+        end_attempt(0);
         timer_->stop();
         state_ = State::Done;
         r_.task = nullptr;
@@ -919,7 +921,7 @@ class Exchange final : public http::RequestTask,
             return;
         }
         if (state_ == State::Streaming) {
-            LOG_ERROR("upstream timed out while reading upstream, upstream: %s", addr_.c_str());
+            LOG_ERROR("upstream timed out while reading upstream, upstream: %s", addr());
             failed_ = true;
             close_upstream();
             if (waiting_) {
@@ -931,7 +933,7 @@ class Exchange final : public http::RequestTask,
         LOG_ERROR(
             "upstream timed out while reading response header from upstream, "
             "upstream: %s",
-            addr_.c_str());
+            addr());
         peer_failed(us_, peer_);
         close_upstream();
         fail(504);
@@ -939,10 +941,27 @@ class Exchange final : public http::RequestTask,
 
     void close_upstream() { conn_.reset(); }
 
+    const char* addr() const { return us_.up->servers[peer_].addr_text.c_str(); }
+
+    void got_head() {
+        Attempt& a = attempts_.back();
+        a.status = resp_.status;
+        a.header_usec = http::now_usec() - a.start_usec;
+    }
+
+    // The current attempt is over; `status` is its status unless it already has one.
+    void end_attempt(int status) {
+        if (attempts_.empty() || attempts_.back().end_usec != 0) return;
+        Attempt& a = attempts_.back();
+        if (a.status == 0) a.status = status;
+        a.end_usec = http::now_usec();
+    }
+
     http::Request& r_;
     const ProxyLocConf& conf_;
     UpstreamState& us_;
     std::pmr::vector<bool> tried_;
+    std::pmr::vector<Attempt> attempts_;
     http::ResponseLimits limits_;
     http::ResponseHeadScanner scanner_;
     http::ResponseHead resp_;
@@ -953,22 +972,15 @@ class Exchange final : public http::RequestTask,
     std::string_view target_override_;
     std::string_view host_override_;
     ClientSide client_side_{this};
-    std::string addr_;
     State state_ = State::Connecting;
     size_t peer_ = 0;
     uint64_t conn_requests_ = 0;
     uint64_t remaining_ = 0;
-    int64_t start_usec_ = 0;
-    int64_t connect_usec_ = -1;
-    int64_t header_usec_ = -1;
-    int64_t end_usec_ = 0;
-    int failed_status_ = 0;
     Buffer staged_;  // chunked body bytes decoded while checking them before the head is sent
     Buffer body_chunk_;
     bool in_handler_ = false;
     bool answered_ = false;
     bool reused_ = false;
-    bool any_tried_ = false;
     bool got_bytes_ = false;
     bool chunked_up_ = false;
     bool body_done_ = false;
@@ -983,34 +995,53 @@ const Exchange* exchange_of(http::Request& r) {
     return static_cast<const Exchange*>(r.module_ctx(proxy_index()));
 }
 
-std::string_view seconds(http::Request& r, int64_t usec) {
-    if (usec < 0) return "-";
+void append_seconds(std::pmr::string& out, int64_t usec) {
+    if (usec < 0) {
+        out += '-';
+        return;
+    }
     char buf[32];
     int n = std::snprintf(buf, sizeof(buf), "%lld.%03lld", static_cast<long long>(usec / 1000000),
                           static_cast<long long>((usec / 1000) % 1000));
-    return r.copy(std::string_view(buf, static_cast<size_t>(n)));
+    out.append(buf, static_cast<size_t>(n));
+}
+
+// Joins one field of every attempt with ", " into the request arena.
+template <typename Field>
+bool join_attempts(http::Request& r, std::string_view& out, Field field) {
+    const Exchange* ex = exchange_of(r);
+    if (ex == nullptr || ex->attempts().empty()) return false;
+    std::pmr::string s(r.arena);
+    for (const Exchange::Attempt& a : ex->attempts()) {
+        if (!s.empty()) s += ", ";
+        field(s, a);
+    }
+    out = r.copy(s);
+    return true;
 }
 
 bool v_upstream_addr(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
-    const Exchange* ex = exchange_of(r);
-    if (ex == nullptr) return false;
-    out = r.copy(ex->upstream_addr());
-    return true;
+    return join_attempts(r, out,
+                         [](std::pmr::string& s, const Exchange::Attempt& a) { s += a.addr; });
 }
 bool v_upstream_status(http::Request& r, std::string_view, uintptr_t, std::string_view& out) {
-    const Exchange* ex = exchange_of(r);
-    if (ex == nullptr || !ex->has_response()) return false;
-    out = r.copy(std::to_string(ex->upstream_status()));
-    return true;
+    return join_attempts(r, out, [](std::pmr::string& s, const Exchange::Attempt& a) {
+        if (a.status == 0) {
+            s += '-';
+        } else {
+            char buf[8];
+            int n = std::snprintf(buf, sizeof(buf), "%d", a.status);
+            s.append(buf, static_cast<size_t>(n));
+        }
+    });
 }
 bool v_upstream_time(http::Request& r, std::string_view, uintptr_t which, std::string_view& out) {
-    const Exchange* ex = exchange_of(r);
-    if (ex == nullptr) return false;
-    int64_t us = which == 0   ? ex->response_usec()
-                 : which == 1 ? ex->connect_usec()
-                              : ex->header_usec();
-    out = seconds(r, us);
-    return true;
+    return join_attempts(r, out, [which](std::pmr::string& s, const Exchange::Attempt& a) {
+        int64_t end = a.end_usec != 0 ? a.end_usec : http::now_usec();
+        append_seconds(s, which == 0   ? end - a.start_usec
+                          : which == 1 ? a.connect_usec
+                                       : a.header_usec);
+    });
 }
 bool v_upstream_http(http::Request& r, std::string_view name, uintptr_t, std::string_view& out) {
     const Exchange* ex = exchange_of(r);

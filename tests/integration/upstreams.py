@@ -275,12 +275,15 @@ class _Server:
     """Listening socket + accept thread + one thread per connection; stop() ends them all."""
 
     conn_timeout = IDLE_TIMEOUT
+    rcvbuf = None  # SO_RCVBUF for accepted connections (None: the kernel's default)
 
     def __init__(self, host="127.0.0.1", backlog=128):
         self.host = host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.lsock = socket.socket(family, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.rcvbuf:  # inherited by accepted sockets; must be set before listen()
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         self.lsock.bind((host, 0))
         self.lsock.listen(backlog)
         self.lsock.settimeout(0.1)
@@ -525,10 +528,21 @@ class EchoUpstream(_Server):
 
 
 class SlowUpstream(_Server):
-    """Accepts, reads whatever arrives, never answers (until the peer closes or stop())."""
+    """Accepts, reads whatever arrives, never answers (until the peer closes or stop()).
+    With read=False it never reads either, so a peer sending a body stalls once the socket
+    buffers are full (for proxy_send_timeout)."""
+
+    def __init__(self, host="127.0.0.1", read=True):
+        self.read = read
+        if not read:
+            self.rcvbuf = 4096
+        super().__init__(host)
 
     def handle(self, conn):
         self.count_request()
+        if not self.read:
+            self.stopping.wait(IDLE_TIMEOUT)
+            return
         for _ in range(1_000_000):
             conn.fill()
             if len(conn.buf) > RECORD_LIMIT:
@@ -907,16 +921,19 @@ class UploadSink(_Server):
     {"body_len", "sha256"}. `.bytes_in` is the body bytes read so far (all connections),
     `.results` the finished bodies, `.aborted` the connections that ended mid-body."""
 
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1", read_delay=0.0):
         self.bytes_in = 0
         self.results = []
         self.aborted = 0
+        self.read_delay = read_delay  # pause after each request head before reading its body
         super().__init__(host)
 
     def handle(self, conn):
         conn.record_limit = 64 * 1024
         for _ in range(MAX_REQUESTS_PER_CONNECTION):
             method, target, version, headers = conn.read_head()
+            if self.read_delay and not self.sleep(self.read_delay):
+                return
             if "100-continue" in header_tokens(headers, "expect") and version == "HTTP/1.1":
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             h = hashlib.sha256()

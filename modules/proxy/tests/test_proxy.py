@@ -1768,3 +1768,48 @@ def test_encoded_crlf_cannot_inject_into_the_upstream_request(gateway, echo, loc
         assert not any("\r" in v or "\n" in v for _, v in entry["headers"]), entry
     assert echo.requests <= 1
     assert r is not None and r.status in (200, 400), r
+
+
+# ---- tunnels: edges of the 101 ------------------------------------------------------------------------------
+
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
+
+
+def test_101_to_a_request_that_did_not_ask_to_upgrade_is_502(gateway, upstreams):
+    up = upstreams(RawUpstream, [SWITCH + b"\x81\x05hello"], linger=2.0, half_close=False)
+    t = simple(gateway, up)
+    r = fetch(t, "GET", "/plain")
+    assert_error_json(r, 502, "bad_gateway")
+
+
+def test_bytes_that_arrive_with_the_101_reach_the_client(gateway, upstreams):
+    from upstreams import ws_frame
+
+    up = upstreams(RawUpstream, [SWITCH + ws_frame(WS_TEXT, b"server-first", mask=False)], linger=2.0, half_close=False)
+    t = simple(gateway, up)
+    with socket.create_connection(("127.0.0.1", t.port), timeout=5) as s:
+        c = WSClient(s)
+        status, head = c.handshake("/ws")
+        assert status == 101, head
+        assert c.recv() == (WS_TEXT, b"server-first")
+
+
+def test_upstream_vars_list_every_server_tried(gateway, upstreams):
+    dead = upstreams(RawUpstream, [["rst"]])
+    alive = upstreams(EchoUpstream)
+    t = gateway(
+        "        location / { proxy_pass http://pool; }",
+        http_extra=(
+            f"    upstream pool {{ server 127.0.0.1:{dead.port} max_fails=1 fail_timeout=30s; "
+            f"server 127.0.0.1:{alive.port}; }}\n"
+            "    log_format tries '$upstream_addr|$upstream_status';"
+        ),
+        server_extra="        access_log logs/tries.log tries;",
+    )
+    for i in range(2):
+        upstream_view(fetch(t, "GET", f"/t/{i}"))
+    lines = read_log(t, "tries.log", 2)
+    assert dead.connections == 1, "the first request did not try the first server"
+    # nginx: one entry per server tried, ", "-separated, in the order tried
+    assert lines[0] == f"127.0.0.1:{dead.port}, 127.0.0.1:{alive.port}|502, 200", lines
+    assert lines[1] == f"127.0.0.1:{alive.port}|200", lines
