@@ -3,6 +3,8 @@
 
 #include <pcre2.h>
 
+#include <cstdint>
+
 namespace tollgate {
 
 namespace {
@@ -43,6 +45,29 @@ bool Regex::matches(std::string_view subject) const {
         pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(subject.data()),
                     subject.size(), 0, 0, thread_match_data(), nullptr);
     return rc >= 0;
+}
+
+bool Regex::match(std::string_view subject, size_t* ovector, size_t pairs) const {
+    pcre2_match_data* md = thread_match_data();
+    int rc =
+        pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(subject.data()),
+                    subject.size(), 0, 0, md, nullptr);
+    if (rc < 0) return false;
+    // rc == 0 means the match data was too small for every group; it holds what it could.
+    size_t set = rc == 0 ? pcre2_get_ovector_count(md) : static_cast<size_t>(rc);
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    for (size_t i = 0; i < pairs; ++i) {
+        bool taken = i < set && ov[2 * i] != PCRE2_UNSET;
+        ovector[2 * i] = taken ? ov[2 * i] : SIZE_MAX;
+        ovector[2 * i + 1] = taken ? ov[2 * i + 1] : SIZE_MAX;
+    }
+    return true;
+}
+
+int Regex::group_number(const std::string& name) const {
+    int n = pcre2_substring_number_from_name(static_cast<pcre2_code*>(code_),
+                                             reinterpret_cast<PCRE2_SPTR>(name.c_str()));
+    return n > 0 ? n : -1;
 }
 
 }  // namespace tollgate

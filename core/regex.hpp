@@ -1,6 +1,7 @@
-// PCRE2 regular expressions, JIT-compiled at load. Used by location ~, server_name ~ and later map.
+// PCRE2 regular expressions, JIT-compiled at load. Used by location ~, server_name ~ and map.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,6 +19,12 @@ class Regex {
 
     // True when `subject` matches anywhere (as nginx's location ~ does).
     bool matches(std::string_view subject) const;
+    // As matches; on a match also stores group i's [start, end) offsets in ovector[2i] and
+    // ovector[2i+1] for i < pairs (SIZE_MAX for both when group i took no part or is past the
+    // groups a match records: at most 31).
+    bool match(std::string_view subject, size_t* ovector, size_t pairs) const;
+    // The group number of the named group `name`, or -1 when the pattern has no such group.
+    int group_number(const std::string& name) const;
     const std::string& pattern() const { return pattern_; }
 
   private:
