@@ -36,10 +36,12 @@ work=$(mktemp -d /tmp/tollgate-bench-idle.XXXXXX)
 chmod 755 "$work"
 # Run a copy of the binary: a rebuild of build/ during the run cannot swap it underneath, and
 # perf can still resolve its symbols afterwards.
-cp build/tollgate "$work/tollgate"
+# The binary measured: TOLLGATE_BIN, else the one setup.sh just built in BUILD_DIR (build/).
+tg_bin=${TOLLGATE_BIN:-${BUILD_DIR:-build}/tollgate}
+cp "$tg_bin" "$work/tollgate"
 echo "tollgate: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain \
     -- core worker master modules 2>/dev/null | grep -q . && echo ' + uncommitted changes'), built" \
-    "$(date -u -r build/tollgate '+%F %T UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$(date -u -r "$tg_bin" '+%F %T UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # Start time (clock ticks since boot) of a process: with its pid, names it unambiguously.
 start_of() { awk '{print $22}' /proc/"$1"/stat 2>/dev/null; }
 pids=()

@@ -1,8 +1,13 @@
 #include "core/core_module.hpp"
 
+#include <dirent.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "core/config/error.hpp"
 #include "core/generation.hpp"
@@ -51,6 +56,15 @@ void set_error_log(DirectiveContext& ctx) {
     }
 }
 
+void set_state_path(DirectiveContext& ctx) {
+    auto& c = ctx.conf<CoreConf>();
+    if (c.state_path) ctx.duplicate();
+    if (ctx.arg(0).empty()) ctx.invalid_value(0);
+    std::string path = ctx.builder.prefix_path(ctx.arg(0));
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    c.state_path = path;
+}
+
 void set_daemon(DirectiveContext& ctx) {
     auto& c = ctx.conf<CoreConf>();
     if (c.daemon) ctx.duplicate();
@@ -96,6 +110,11 @@ void check(GenerationBuilder& b) {
     }
     if (!core.pid_path) core.pid_path = b.prefix_path(TOLLGATE_DEFAULT_PID_PATH);
     if (!core.error_log_path) core.error_log_path = b.prefix_path(TOLLGATE_DEFAULT_ERROR_LOG_PATH);
+    if (!core.state_path) {
+        std::string path = b.prefix_path(TOLLGATE_DEFAULT_STATE_PATH);
+        while (path.size() > 1 && path.back() == '/') path.pop_back();
+        core.state_path = path;
+    }
 }
 
 constexpr Directive kDirectives[] = {
@@ -104,6 +123,7 @@ constexpr Directive kDirectives[] = {
     {"user", kMainContext, 1, 2, false, ConfScope::Main, set_user},
     {"error_log", kMainContext, 1, 2, false, ConfScope::Main, set_error_log},
     {"daemon", kMainContext, 1, 1, false, ConfScope::Main, set_daemon},
+    {"state_path", kMainContext, 1, 1, false, ConfScope::Main, set_state_path},
     {"worker_shutdown_timeout", kMainContext, 1, 1, false, ConfScope::Main,
      set_worker_shutdown_timeout},
     {"worker_rlimit_nofile", kMainContext, 1, 1, false, ConfScope::Main, set_worker_rlimit_nofile},
@@ -115,6 +135,47 @@ constexpr Directive kDirectives[] = {
 };
 
 }  // namespace
+
+bool ensure_state_directory(const std::string& dir, const WorkerOwner& owner, std::string& error) {
+    // Parents first (as mkdir -p); only the last component is given to the workers' user.
+    bool created = false;
+    for (size_t pos = 1; pos <= dir.size(); ++pos) {
+        if (pos != dir.size() && dir[pos] != '/') continue;
+        std::string part = dir.substr(0, pos);
+        struct stat st;
+        if (stat(part.c_str(), &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                error = "\"" + part + "\" is not a directory";
+                return false;
+            }
+            continue;
+        }
+        if (mkdir(part.c_str(), pos == dir.size() ? 0750 : 0755) != 0 && errno != EEXIST) {
+            error = "mkdir(\"" + part + "\") failed (" + std::strerror(errno) + ")";
+            return false;
+        }
+        created = pos == dir.size();
+    }
+    // A folder that existed is given away only while empty: a state_path mistakenly naming a
+    // system folder (/var/lib) must not change its owner.
+    if (!created) {
+        DIR* d = opendir(dir.c_str());
+        bool empty = true;
+        if (d != nullptr) {
+            while (dirent* e = readdir(d)) {
+                std::string_view name = e->d_name;
+                if (name != "." && name != "..") empty = false;
+            }
+            closedir(d);
+        }
+        if (!empty) return true;
+    }
+    if (owner.drop_privileges && chown(dir.c_str(), owner.uid, owner.gid) != 0) {
+        error = "chown(\"" + dir + "\") failed (" + std::strerror(errno) + ")";
+        return false;
+    }
+    return true;
+}
 
 const Module core_module = {
     .name = "core",

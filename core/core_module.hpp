@@ -1,6 +1,9 @@
 // The "core" module: main-context directives the master and workers obey.
 //   worker_processes N|auto; pid FILE; user USER [GROUP]; error_log FILE [LEVEL]; daemon on|off;
 //   worker_shutdown_timeout TIME; worker_rlimit_nofile N; events { worker_connections N; }
+//   state_path DIR;  the folder for persistent state (quota counters); relative to the prefix;
+//                    default TOLLGATE_DEFAULT_STATE_PATH (/var/lib/tollgate). Modules that keep
+//                    state there make it in their init_master (ensure_state_directory).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,7 @@ struct CoreConf : ModuleConf {
     std::optional<uint64_t> worker_shutdown_timeout_ms;  // unset: wait for in-flight work
     std::optional<uint64_t> worker_rlimit_nofile;
     std::optional<uint32_t> worker_connections;
+    std::optional<std::string> state_path;  // absolute once the generation is built, no '/' at end
     bool events_seen = false;
 
     int workers() const { return worker_processes.value_or(1); }
@@ -31,6 +35,12 @@ struct CoreConf : ModuleConf {
 };
 
 extern const Module core_module;
+
+// In the master: makes folder `dir` (and missing parents) if it does not exist, mode 0750, and
+// gives it to the workers' user when they drop privileges, so workers can create files in it.
+// A folder that already exists is given to them only when it is empty.
+// Returns false with `error` ("mkdir(\"DIR\") failed (REASON)").
+bool ensure_state_directory(const std::string& dir, const WorkerOwner& owner, std::string& error);
 
 // The core config of a generation.
 inline const CoreConf& core_conf(const ConfigGeneration& gen) {

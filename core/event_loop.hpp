@@ -9,8 +9,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "core/redis.hpp"
 #include "core/stream.hpp"
 
 namespace tollgate {
@@ -45,6 +47,14 @@ class Resolver {
                                            std::function<void(const Answer&)> done) = 0;
 };
 
+// How an outgoing connection speaks TLS (EventLoop::connect_tls).
+struct TlsClientOptions {
+    void* ssl_ctx = nullptr;       // an OpenSSL SSL_CTX* (client), built by the caller at load
+    std::string_view server_name;  // SNI; empty: none
+    std::string_view verify_name;  // the host name the certificate must match; empty: none
+    bool reuse_session = true;     // resume the last session made with this context and peer
+};
+
 class EventLoop {
   public:
     virtual ~EventLoop() = default;
@@ -54,11 +64,22 @@ class EventLoop {
     // on_stream_event(Error or ConnectTimeout). Returns nullptr if no socket could be made.
     virtual std::unique_ptr<Stream> connect(const sockaddr* addr, socklen_t len,
                                             StreamHandler& handler, uint64_t timeout_ms) = 0;
+    // As connect(), then a TLS handshake: on_connected() follows once it completed; a failed
+    // handshake or certificate check reports Error, a slow one ConnectTimeout (the timeout
+    // bounds connect and handshake together). Loops without TLS return nullptr.
+    virtual std::unique_ptr<Stream> connect_tls(const sockaddr* addr, socklen_t len,
+                                                StreamHandler& handler, uint64_t timeout_ms,
+                                                const TlsClientOptions& tls) {
+        return nullptr;
+    }
     // A resolver asking `servers` ("127.0.0.1:53", "[::1]:5353"), each query bounded by
     // `timeout_ms`; also AAAA records when `ipv6`. Returns nullptr (with `error`) on a bad server.
     virtual std::unique_ptr<Resolver> make_resolver(const std::vector<std::string>& servers,
                                                     uint64_t timeout_ms, bool ipv6,
                                                     std::string& error) = 0;
+    // A Redis client (core/redis.hpp) for `options.url`: it starts connecting at once and
+    // reconnects on its own. nullptr when this loop cannot make one (test fakes).
+    virtual std::unique_ptr<RedisClient> make_redis(const RedisOptions& options) { return nullptr; }
 };
 
 }  // namespace tollgate

@@ -174,6 +174,34 @@ void GenerationBuilder::parse_block(const conf::Node& block, uint32_t context,
     }
 }
 
+std::shared_ptr<SharedZone> GenerationBuilder::shared_zone(const conf::Node& where,
+                                                           std::string_view name, size_t size,
+                                                           std::string_view kind, uint64_t layout) {
+    for (const auto& z : gen_->zones) {
+        if (z->name() != name) continue;
+        if (z->kind() != kind) {
+            where.fail("zone \"" + std::string(name) + "\" is already declared for " + z->kind());
+        }
+        if (z->size() != size || z->layout() != layout) {
+            where.fail("zone \"" + std::string(name) +
+                       "\" is already declared with other parameters");
+        }
+        return z;
+    }
+    std::string error;
+    auto z = SharedZone::acquire(name, kind, size, layout, error);
+    if (!z) where.fail("zone \"" + std::string(name) + "\" " + error);
+    gen_->zones.push_back(z);
+    return z;
+}
+
+std::shared_ptr<SharedZone> GenerationBuilder::find_shared_zone(std::string_view name) const {
+    for (const auto& z : gen_->zones) {
+        if (z->name() == name) return z;
+    }
+    return nullptr;
+}
+
 std::string GenerationBuilder::resolve_prefix(const BuildOptions& options) {
     std::string prefix =
         with_trailing_slash(options.prefix.empty() ? TOLLGATE_DEFAULT_PREFIX : options.prefix);

@@ -11,6 +11,7 @@
 #include "core/http/http_config.hpp"
 #include "core/module.hpp"
 #include "core/open_file.hpp"
+#include "core/shared_zone.hpp"
 #include "core/variables.hpp"
 
 namespace tollgate {
@@ -23,6 +24,8 @@ struct ConfigGeneration {
     VariableRegistry variables;
     std::unique_ptr<http::HttpConfig> http;
     OpenFiles open_files;  // access logs and the like; the master reopens them on USR1
+    // Shared-memory zones declared by modules (limit_req_zone ...), mapped before fork.
+    std::vector<std::shared_ptr<SharedZone>> zones;
 
     template <class T>
     const T& main_conf(size_t module_index) const {
@@ -67,6 +70,18 @@ class GenerationBuilder {
     const BuildOptions& options() const { return options_; }
     // The http tree under construction (created by the http block).
     http::HttpConfig* http() { return gen_->http.get(); }
+
+    // Declares the shared zone `name` of `size` bytes for a module's use `kind` ("limit_req").
+    // The same name, kind, size and `layout` (the module's tag for what its bytes mean) as a
+    // zone of the running generation reuses that zone (SharedZone::reused()); anything else
+    // maps a fresh one. Within one generation a name is one zone: declared again with another
+    // kind it is an error at `where` ('zone "one" is already declared for limit_conn'), with
+    // another size or layout too. Throws conf::ConfigError.
+    std::shared_ptr<SharedZone> shared_zone(const conf::Node& where, std::string_view name,
+                                            size_t size, std::string_view kind,
+                                            uint64_t layout = 0);
+    // A zone of this generation by name, or nullptr.
+    std::shared_ptr<SharedZone> find_shared_zone(std::string_view name) const;
 
   private:
     GenerationBuilder(const BuildOptions& options);

@@ -63,10 +63,18 @@ enum class [[nodiscard]] Verdict : uint8_t{
 };
 
 // The request phases, in order. Handlers are flattened per location at load.
-enum class Phase : uint8_t { PostRead, Rewrite, Access, Content, Log, Count };
+// PreAccess runs the limits (limit_req, limit_conn) before Access (auth), as nginx.
+enum class Phase : uint8_t { PostRead, Rewrite, PreAccess, Access, Content, Log, Count };
 inline constexpr size_t kPhaseCount = static_cast<size_t>(Phase::Count);
 
 using PhaseHandler = Verdict (*)(http::Request& r, const void* data);
+
+// Who the workers of a generation run as, for Module::init_master.
+struct WorkerOwner {
+    bool drop_privileges = false;  // the master is root and workers switch to uid/gid
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+};
 
 struct Module {
     std::string_view name;
@@ -89,6 +97,12 @@ struct Module {
     void (*exit_worker)(const ConfigGeneration& generation) = nullptr;
     // In each worker on USR1, before the generation's open files are reopened (flush buffers).
     void (*before_reopen)(const ConfigGeneration& generation) = nullptr;
+    // In the master (root when started as root), before a generation's workers are forked, at
+    // start and on each reload: make what workers need but may not make themselves (state
+    // folders), owned by `owner`. Never opens what workers must open after fork (LMDB).
+    // Returns false with `error` to refuse the generation (start fails; a reload keeps the old).
+    bool (*init_master)(const ConfigGeneration& generation, const WorkerOwner& owner,
+                        std::string& error) = nullptr;
 };
 
 // The generated list, in module order.

@@ -131,6 +131,13 @@ pid_t Master::spawn(int slot, const std::shared_ptr<const ConfigGeneration>& gen
 bool Master::start_generation(std::shared_ptr<const ConfigGeneration> gen) {
     int slots = core_conf(*gen).workers();
     std::string error;
+    WorkerOwner owner{drop_privileges_, static_cast<uint32_t>(uid_), static_cast<uint32_t>(gid_)};
+    for (const Module* m : compiled_modules()) {
+        if (m->init_master != nullptr && !m->init_master(*gen, owner, error)) {
+            LOG_ERROR("%s", error.c_str());
+            return false;
+        }
+    }
     if (!listeners_.prepare(*gen, slots, error)) {
         LOG_ERROR("%s", error.c_str());
         return false;

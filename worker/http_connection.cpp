@@ -12,11 +12,14 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <new>
+#include <utility>
 
 #include "core/http/http_config.hpp"
 #include "core/http/http_core_module.hpp"
 #include "core/http/uri.hpp"
 #include "core/log.hpp"
+#include "worker/tls_stream.hpp"
 #include "worker/worker.hpp"
 
 namespace tollgate::worker {
@@ -88,12 +91,81 @@ bool status_has_body(int status) {
     return status >= 200 && status != 204 && status != 304;
 }
 
+// Request arena first blocks. A connection holds one only while it has a request, as nginx
+// holds a request pool: an idle keepalive connection costs little. Finished requests give their
+// block back to this per-process list (a worker is single-threaded), bounded; the sanitizer
+// build keeps none, so that a use after the request ended is caught.
+constexpr size_t kArenaBlockSize = 8192;
+constexpr size_t kMaxFreeArenaBlocks = 256;  // 2 MiB at most kept per worker
+constexpr size_t round16(size_t n) {
+    return (n + 15) & ~size_t{15};
+}
+constexpr size_t kArenaResourceSize = round16(sizeof(std::pmr::monotonic_buffer_resource));
+constexpr size_t kArenaRequestSize = round16(sizeof(http::Request));
+static_assert(kArenaResourceSize + kArenaRequestSize + 4096 <= kArenaBlockSize);
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TOLLGATE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(TOLLGATE_ASAN)
+constexpr bool kCacheArenaBlocks = false;
+#else
+constexpr bool kCacheArenaBlocks = true;
+#endif
+
+struct FreeArenaBlock {
+    FreeArenaBlock* next;
+};
+
+struct ArenaBlockCache {
+    FreeArenaBlock* head = nullptr;
+    size_t count = 0;
+    ~ArenaBlockCache() {
+        while (head != nullptr) {
+            FreeArenaBlock* b = head;
+            head = b->next;
+            ::operator delete (static_cast<void*>(b), std::align_val_t{alignof(std::max_align_t)});
+        }
+    }
+};
+ArenaBlockCache g_arena_blocks;
+
+std::byte* take_arena_block() {
+    if (FreeArenaBlock* b = g_arena_blocks.head; b != nullptr) {
+        g_arena_blocks.head = b->next;
+        --g_arena_blocks.count;
+        return reinterpret_cast<std::byte*>(b);
+    }
+    return static_cast<std::byte*>(
+        ::operator new (kArenaBlockSize, std::align_val_t{alignof(std::max_align_t)}));
+}
+
+// A streamed body's bytes between its source and the client's output, shared by the worker's
+// connections: pump() always empties it before it returns.
+Buffer& stream_scratch() {
+    static Buffer scratch;
+    return scratch;
+}
+
+void give_arena_block(std::byte* block) {
+    if (!kCacheArenaBlocks || g_arena_blocks.count >= kMaxFreeArenaBlocks) {
+        ::operator delete (static_cast<void*>(block), std::align_val_t{alignof(std::max_align_t)});
+        return;
+    }
+    auto* b = reinterpret_cast<FreeArenaBlock*>(block);
+    b->next = g_arena_blocks.head;
+    g_arena_blocks.head = b;
+    ++g_arena_blocks.count;
+}
+
 }  // namespace
 
 HttpConnection::HttpConnection(Worker& worker, int fd, const ListenSocket& socket, uint64_t number)
     : worker_(worker),
       socket_(socket),
-      stream_(worker.base(), fd, *this),
+      stream_(make_accepted_stream(worker.base(), fd, *socket.listen, *this)),
       scanner_(http::HeadLimits{}) {
     const http::Server* server = socket.listen->default_server;
     const auto& sc = server->srv_conf<http::HttpCoreServerConf>(http::http_core_index());
@@ -111,22 +183,20 @@ HttpConnection::HttpConnection(Worker& worker, int fd, const ListenSocket& socke
     }
     info_.remote_addr = remote_text_.data();
     info_.server_addr = local_text_.data();
+    if (stream_) info_.tls = tls_session(*stream_);
     timer_ = evtimer_new(worker.base(), on_timer, this);
-    resume_ev_ = event_new(worker.base(), -1, 0, on_resume, this);
 }
 
 HttpConnection::~HttpConnection() {
-    req_.reset();
+    end_request();
     if (timer_ != nullptr) event_free(timer_);
     if (resume_ev_ != nullptr) event_free(resume_ev_);
 }
 
 bool HttpConnection::start() {
-    if (!stream_.ok() || timer_ == nullptr || resume_ev_ == nullptr) return false;
-    int one = 1;
-    setsockopt(stream_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    stream_.set_read_limit(limits_.max_head + kReadSlack);
-    stream_.resume_reading();
+    if (!stream_ || timer_ == nullptr) return false;
+    stream_->set_read_limit(limits_.max_head + kReadSlack);
+    stream_->resume_reading();
     const http::Server* server = socket_.listen->default_server;
     arm_timer(http::client_header_timeout_ms(
         server->srv_conf<http::HttpCoreServerConf>(http::http_core_index())));
@@ -140,7 +210,7 @@ void HttpConnection::arm_timer(uint64_t ms) {
 
 void HttpConnection::drain() {
     draining_ = true;
-    if (state_ == State::Idle && evbuffer_get_length(stream_.input_chain()) == 0) {
+    if (state_ == State::Idle && evbuffer_get_length(stream_->input().chain()) == 0) {
         arm_timer(kDrainIdleGraceMs);
     }
 }
@@ -176,13 +246,13 @@ void HttpConnection::on_readable() {
         case State::Tunnel:
             break;  // the tunnel is the stream's handler now
         case State::Lingering:
-            evbuffer_drain(stream_.input_chain(), evbuffer_get_length(stream_.input_chain()));
+            evbuffer_drain(stream_->input().chain(), evbuffer_get_length(stream_->input().chain()));
             if (http::now_usec() >= linger_deadline_usec_) {
                 close();
                 return;
             }
             arm_timer(kLingeringTimeoutMs);
-            stream_.resume_reading();
+            stream_->resume_reading();
             break;
     }
 }
@@ -194,25 +264,24 @@ void HttpConnection::on_readable() {
 void HttpConnection::linger() {
     // As nginx: linger only when the client may still be sending (unread input, an unread body,
     // or a request we refused); otherwise close at once.
-    bool may_send = evbuffer_get_length(stream_.input_chain()) > 0 ||
+    bool may_send = evbuffer_get_length(stream_->input().chain()) > 0 ||
                     body_framing_ != http::BodyFraming::None || refused_;
     if (peer_closed_ || !may_send) {
-        stream_.shutdown_write();
+        stream_->shutdown_write();
         close();
         return;
     }
-    stream_.shutdown_write();
+    stream_->shutdown_write();
     set_state(State::Lingering);
-    req_.reset();
-    arena_.reset();
+    end_request();
     linger_deadline_usec_ = http::now_usec() + kLingeringTimeMs * 1000;
-    evbuffer_drain(stream_.input_chain(), evbuffer_get_length(stream_.input_chain()));
+    evbuffer_drain(stream_->input().chain(), evbuffer_get_length(stream_->input().chain()));
     arm_timer(kLingeringTimeoutMs);
-    stream_.resume_reading();
+    stream_->resume_reading();
 }
 
 void HttpConnection::read_head() {
-    evbuffer* in = stream_.input_chain();
+    evbuffer* in = stream_->input().chain();
     size_t len = evbuffer_get_length(in);
     if (len == 0) return;
     if (state_ == State::Idle) {
@@ -238,16 +307,26 @@ void HttpConnection::read_head() {
     begin_request(head);
 }
 
+void HttpConnection::end_request() {
+    if (req_ != nullptr) std::exchange(req_, nullptr)->~Request();
+    if (arena_ != nullptr) std::exchange(arena_, nullptr)->~monotonic_buffer_resource();
+    if (arena_block_ != nullptr) give_arena_block(std::exchange(arena_block_, nullptr));
+}
+
 void HttpConnection::new_request() {
-    req_.reset();
-    arena_.reset();
-    arena_.emplace(arena_block_.data(), arena_block_.size());
+    end_request();
+    // The block holds the arena resource, the arena's first bytes, then the request.
+    arena_block_ = take_arena_block();
+    std::byte* p = arena_block_;
+    arena_ = new (p) std::pmr::monotonic_buffer_resource(
+        p + kArenaResourceSize, kArenaBlockSize - kArenaResourceSize - kArenaRequestSize);
+    std::byte* request_mem = p + kArenaBlockSize - kArenaRequestSize;
     ++info_.requests;
     continue_sent_ = false;
     streaming_ = false;
     discard_stream_ = false;
     chunked_out_ = false;
-    req_.emplace(&*arena_, worker_.generation(), info_, http::now_usec());
+    req_ = new (request_mem) http::Request(arena_, worker_.generation(), info_, http::now_usec());
     req_->driver = this;
     req_->server = socket_.listen->default_server;
     req_->location = req_->server->defaults.get();
@@ -451,7 +530,7 @@ void HttpConnection::write_head_and_body(http::Request& r) {
     }
     head += "\r\n";
 
-    evbuffer* out = stream_.output_chain();
+    evbuffer* out = stream_->output().chain();
     evbuffer_add(out, head.data(), head.size());
     r.bytes_sent = head.size();
     bool send_body = has_body && !r.header_only;
@@ -498,7 +577,13 @@ void HttpConnection::send_response() {
     set_state(State::Writing);
     send_timeout_ms_ = core.send_timeout_ms.value_or(60000);
     // Last statement: once the output drains, on_drained() may finish and free this request.
-    stream_.flush(send_timeout_ms_);
+    if (streaming_) {
+        // The head goes out together with the body bytes the source already holds (a proxied
+        // response's first upstream read usually carries all of a small body): one write.
+        pump();
+    } else {
+        stream_->flush(send_timeout_ms_);
+    }
 }
 
 void HttpConnection::on_drained() {
@@ -521,9 +606,18 @@ void HttpConnection::pump() {
     pumping_ = true;
     for (;;) {
         drained_while_pumping_ = false;
-        Buffer& chunk = scratch_;  // reused: no allocation per pull
+        Buffer& chunk = stream_scratch();  // shared: no allocation per pull or connection
+        if (!chunk.empty()) chunk.drain(chunk.size());  // left by a pull that failed
         auto pulled = r.body.source->pull(chunk, kStreamChunk);
-        if (pulled == http::BodySource::Pull::Wait) break;
+        if (pulled == http::BodySource::Pull::Wait) {
+            // Nothing more yet (body_ready() follows): send what is queued now (on the first
+            // pull, the head).
+            if (evbuffer_get_length(stream_->output().chain()) > 0 &&
+                !stream_->flush(send_timeout_ms_)) {
+                return;  // failed: the connection is closed
+            }
+            break;
+        }
         if (pulled == http::BodySource::Pull::Error) {
             pumping_ = false;
             LOG_ERROR("upstream body failed mid-response, closing client connection %s",
@@ -531,7 +625,7 @@ void HttpConnection::pump() {
             close();  // a truncated body must not look complete
             return;
         }
-        Buffer out = Buffer::borrow(stream_.output_chain());
+        Buffer out = Buffer::borrow(stream_->output().chain());
         size_t n = chunk.size();
         if (discard_stream_) {
             chunk.drain(n);
@@ -556,10 +650,10 @@ void HttpConnection::pump() {
             }
             streaming_ = false;
             pumping_ = false;
-            stream_.flush(send_timeout_ms_);  // drained: response_sent(); this may be gone
+            stream_->flush(send_timeout_ms_);  // drained: response_sent(); this may be gone
             return;
         }
-        if (!stream_.flush(send_timeout_ms_)) return;  // failed: the connection is closed
+        if (!stream_->flush(send_timeout_ms_)) return;  // failed: the connection is closed
         if (!drained_while_pumping_) break;  // the kernel is full: on_drained() resumes us
     }
     pumping_ = false;
@@ -576,19 +670,19 @@ void HttpConnection::end_tunnel(http::Request& r) {
 
 void HttpConnection::body_ready(http::Request& r) {
     if (state_ == State::Writing && streaming_ && !pumping_ &&
-        evbuffer_get_length(stream_.output_chain()) == 0) {
+        evbuffer_get_length(stream_->output().chain()) == 0) {
         pump();
     }
 }
 
 http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t max) {
     if (body_framing_ == http::BodyFraming::None) return http::BodyRead::Done;
-    evbuffer* in = stream_.input_chain();
+    evbuffer* in = stream_->input().chain();
     if (r.head.expect_continue && !continue_sent_ && evbuffer_get_length(in) == 0) {
         continue_sent_ = true;
         if (state_ == State::Processing) {
-            evbuffer_add(stream_.output_chain(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            stream_.flush(send_timeout_ms_);
+            evbuffer_add(stream_->output().chain(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            stream_->flush(send_timeout_ms_);
         }
     }
     const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
@@ -630,7 +724,7 @@ http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t m
     size_t got = out.size() - before;
     r.body_bytes_read += got;
     r.request_length += got;
-    stream_.resume_reading();  // we made room
+    stream_->resume_reading();  // we made room
     if (got > 0) return http::BodyRead::Data;
     if (body_framing_ == http::BodyFraming::None) return http::BodyRead::Done;
     if (peer_closed_) {
@@ -646,7 +740,7 @@ void HttpConnection::response_sent() {
         // The connection now carries another protocol; the tunnel owns its bytes until it ends.
         set_state(State::Tunnel);
         evtimer_del(timer_);
-        r.tunnel->on_client_stream(stream_);
+        r.tunnel->on_client_stream(*stream_);
         return;
     }
     r.end_usec = http::now_usec();
@@ -670,8 +764,8 @@ void HttpConnection::response_sent() {
 // Reads and drops request body bytes. Returns true once the whole body is gone; closes the
 // connection (and returns false) on a framing error.
 bool HttpConnection::discard_body() {
-    evbuffer* in = stream_.input_chain();
-    stream_.resume_reading();  // whatever we drain below makes room
+    evbuffer* in = stream_->input().chain();
+    stream_->resume_reading();  // whatever we drain below makes room
     if (body_framing_ == http::BodyFraming::ContentLength) {
         size_t n = std::min<uint64_t>(body_remaining_, evbuffer_get_length(in));
         evbuffer_drain(in, n);
@@ -700,8 +794,7 @@ bool HttpConnection::discard_body() {
 
 void HttpConnection::next_request() {
     evtimer_del(timer_);
-    req_.reset();
-    arena_.reset();
+    end_request();
     scanner_.reset();
     set_state(State::Idle);
     if (draining_ || worker_.draining()) {
@@ -710,13 +803,18 @@ void HttpConnection::next_request() {
     } else {
         arm_timer(keepalive_ms_);
     }
-    stream_.resume_reading();
-    if (evbuffer_get_length(stream_.input_chain()) == 0) return;
+    stream_->resume_reading();
+    if (evbuffer_get_length(stream_->input().chain()) == 0) return;
     // Pipelined requests are answered recursively from here; past a bound, continue from the
     // loop instead of growing the stack. The depth is per process (workers are single-threaded)
     // because this connection may be gone when read_head() returns.
     static int depth = 0;
     if (depth >= kMaxPipelineRecursion) {
+        if (resume_ev_ == nullptr) resume_ev_ = event_new(worker_.base(), -1, 0, on_resume, this);
+        if (resume_ev_ == nullptr) {
+            close();  // out of memory
+            return;
+        }
         event_active(resume_ev_, EV_TIMEOUT, 1);
         return;
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <memory_resource>
 #include <optional>
 
@@ -71,14 +72,15 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     void linger();
     void fail_request(int status);
     void new_request();
+    void end_request();  // destroys the request and gives its arena back
     void arm_timer(uint64_t ms);
     void set_state(State s) { state_ = s; }
 
     Worker& worker_;
     const ListenSocket& socket_;
-    SocketStream stream_;
+    std::unique_ptr<Stream> stream_;  // plain TCP or TLS (worker/tls_stream.hpp)
     event* timer_ = nullptr;
-    event* resume_ev_ = nullptr;  // continues a long pipelined burst from the loop
+    event* resume_ev_ = nullptr;  // continues a long pipelined burst from the loop (made then)
     State state_ = State::Idle;
     bool draining_ = false;
     bool peer_closed_ = false;
@@ -90,7 +92,6 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     bool pumping_ = false;
     bool drained_while_pumping_ = false;
     uint64_t send_timeout_ms_ = 60000;
-    Buffer scratch_;  // a streamed body's bytes between its source and the output
     int64_t linger_deadline_usec_ = 0;
     uint64_t keepalive_ms_ = 75000;  // the last request's location's keepalive_timeout
 
@@ -100,10 +101,14 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     std::array<char, 48> remote_text_{};
     std::array<char, 48> local_text_{};
 
-    // The arena: an inline first block, then heap blocks that are released per request.
-    alignas(std::max_align_t) std::array<std::byte, 8192> arena_block_;
-    std::optional<std::pmr::monotonic_buffer_resource> arena_;
-    std::optional<http::Request> req_;
+    // The arena: a first block taken from the worker's free list when a request starts and
+    // given back when it ends (an idle connection holds none), then heap blocks that are
+    // released per request.
+    std::byte* arena_block_ = nullptr;
+    // In arena_block_ while a request lives (null otherwise): the resource at its start, the
+    // request at its end.
+    std::pmr::monotonic_buffer_resource* arena_ = nullptr;
+    http::Request* req_ = nullptr;
     size_t phase_ = 0;
     size_t step_ = 0;
 

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "worker/redis_client.hpp"
 #include "worker/socket_stream.hpp"
+#include "worker/tls_stream.hpp"
 
 namespace tollgate::worker {
 
@@ -41,6 +43,16 @@ std::unique_ptr<Timer> LibeventLoop::make_timer(std::function<void()> on_fire) {
 std::unique_ptr<Stream> LibeventLoop::connect(const sockaddr* addr, socklen_t len,
                                               StreamHandler& handler, uint64_t timeout_ms) {
     return SocketStream::connect(base_, addr, len, handler, timeout_ms);
+}
+
+std::unique_ptr<RedisClient> LibeventLoop::make_redis(const RedisOptions& options) {
+    return make_redis_client(base_, *this, options);
+}
+
+std::unique_ptr<Stream> LibeventLoop::connect_tls(const sockaddr* addr, socklen_t len,
+                                                  StreamHandler& handler, uint64_t timeout_ms,
+                                                  const TlsClientOptions& tls) {
+    return TlsStream::connect(base_, addr, len, tls, handler, timeout_ms);
 }
 
 }  // namespace tollgate::worker

@@ -15,7 +15,9 @@ namespace tollgate::worker {
 
 namespace {
 // The most read in one readv(): big enough for a pipelined burst, small enough to stay in cache.
-constexpr size_t kReadChunk = 16384;
+// A little under 16 KiB: libevent rounds a new block (bytes plus its chain header) up to a power
+// of two, so asking for 16 KiB exactly would allocate 32 KiB per read into an empty buffer.
+constexpr size_t kReadChunk = 16384 - 256;
 
 timeval to_timeval(uint64_t ms) {
     return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};

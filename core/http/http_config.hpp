@@ -81,6 +81,7 @@ struct ListenSpec {
     int backlog = 511;
     bool default_server = false;
     bool ipv6only = true;
+    bool ssl = false;  // `listen ... ssl`: connections start with a TLS handshake
     std::string file;  // where the listen directive is, for errors found later
     int line = 0;
 };
@@ -90,6 +91,13 @@ struct Listen {
     ListenSpec spec;
     std::vector<const Server*> servers;
     const Server* default_server = nullptr;
+    // Filled at load by a TLS module (modules/ssl) when spec.ssl is set: the OpenSSL SSL_CTX*
+    // (opaque here: core does not include OpenSSL) that accepted connections start their
+    // handshake with, owned by that module's config, and how long a handshake may take. The
+    // worker sets each connection's SSL app data (SSL_set_app_data) to this Listen, so the
+    // module's SNI callback can choose the server by name.
+    void* tls_ctx = nullptr;
+    uint64_t tls_handshake_timeout_ms = 60000;
     // Chooses the server for a Host value (no port, any case). Falls back to the default.
     const Server* find_server(std::string_view host) const;
 };

@@ -114,6 +114,8 @@ void listen(DirectiveContext& ctx) {
             spec.backlog = static_cast<int>(*v);
         } else if (a == "ipv6only=on" || a == "ipv6only=off") {
             spec.ipv6only = a == "ipv6only=on";
+        } else if (a == "ssl") {
+            spec.ssl = true;
         } else if (a == "reuseport") {
             // Always on: every worker slot has its own SO_REUSEPORT socket.
         } else {
@@ -314,6 +316,7 @@ void check(GenerationBuilder& b) {
                                         "duplicate listen options for " + spec.text);
             }
             if (spec.backlog != 511) it->spec.backlog = spec.backlog;
+            if (spec.ssl) it->spec.ssl = true;  // as nginx: ssl on any listen of an address
             it->servers.push_back(server.get());
             if (spec.default_server) {
                 if (it->default_server != nullptr && it->spec.default_server) {

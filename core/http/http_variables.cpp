@@ -179,7 +179,11 @@ bool v_protocol(Request& r, std::string_view, uintptr_t, Out out) {
     return true;
 }
 bool v_scheme(Request& r, std::string_view, uintptr_t, Out out) {
-    out = "http";
+    out = r.conn.tls != nullptr ? "https" : "http";
+    return true;
+}
+bool v_https(Request& r, std::string_view, uintptr_t, Out out) {
+    out = r.conn.tls != nullptr ? "on" : "";
     return true;
 }
 bool v_request(Request& r, std::string_view, uintptr_t, Out out) {
@@ -306,6 +310,7 @@ void register_http_variables(VariableRegistry& reg) {
     reg.add("server_name", v_server_name);
     reg.add("server_protocol", v_protocol);
     reg.add("scheme", v_scheme);
+    reg.add("https", v_https);
     reg.add("request", v_request);
     reg.add("status", v_status, 0, false);
     reg.add("body_bytes_sent", v_body_bytes_sent, 0, false);

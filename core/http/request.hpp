@@ -31,6 +31,9 @@ struct ConnectionInfo {
     uint16_t server_port = 0;
     uint64_t number = 0;    // $connection
     uint32_t requests = 0;  // $connection_requests: requests so far on this connection
+    // The connection's OpenSSL SSL* when it is TLS (opaque here: core does not include OpenSSL);
+    // modules/ssl reads it for $ssl_* variables. nullptr on plain TCP.
+    void* tls = nullptr;
 };
 
 struct ResponseHeader {

@@ -5,10 +5,11 @@
 #include <cstdio>
 #include <cstring>
 
-#include <list>
 #include <map>
 #include <memory_resource>
+#include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "core/http/chunked.hpp"
 #include "core/http/http_config.hpp"
@@ -98,13 +99,17 @@ struct PeerState {
 
 class Pool;
 
-// A parked keepalive connection: it only waits to be reused, closed by the upstream, or timed out.
+// A slot for a parked keepalive connection: it only waits to be reused, closed by the upstream,
+// or timed out. A pool makes at most `keepalive` slots, each with its timer, and reuses them:
+// parking and taking a connection allocate nothing.
 struct IdleConn final : StreamHandler {
     Pool* pool = nullptr;
     size_t peer = 0;
     uint64_t requests = 0;
     std::unique_ptr<Stream> stream;
     std::unique_ptr<Timer> timer;
+    IdleConn* prev = nullptr;  // the idle list; `next` also links the free slots
+    IdleConn* next = nullptr;
     void on_readable() override;  // unsolicited bytes or a close: the connection is unusable
     void on_drained() override {}
     void on_stream_event(StreamEvent) override;
@@ -113,40 +118,74 @@ struct IdleConn final : StreamHandler {
 class Pool {
   public:
     Pool(const Upstream& up, EventLoop& loop) : up_(up), loop_(loop) {}
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
     void park(size_t peer, uint64_t requests, std::unique_ptr<Stream> stream) {
-        if (idle_.size() >= up_.keepalive) idle_.pop_back();  // the least recently used goes
-        auto c = std::make_unique<IdleConn>();
-        IdleConn* raw = c.get();
-        c->pool = this;
+        IdleConn* c = free_;
+        if (c != nullptr) {
+            free_ = c->next;
+        } else if (slots_.size() < up_.keepalive) {
+            slots_.push_back(std::make_unique<IdleConn>());
+            c = slots_.back().get();
+            c->pool = this;
+            c->timer = loop_.make_timer([this, c] { drop(c); });
+        } else {
+            c = tail_;  // every slot is idle: the least recently used connection goes
+            unlink(c);
+            c->timer->stop();
+            c->stream.reset();
+        }
         c->peer = peer;
         c->requests = requests;
         c->stream = std::move(stream);
         c->stream->set_handler(*c);
         c->stream->resume_reading();
-        c->timer = loop_.make_timer([this, raw] { drop(raw); });
         c->timer->start(up_.keepalive_timeout_ms);
-        idle_.push_front(std::move(c));
+        c->prev = nullptr;  // most recently used first
+        c->next = head_;
+        if (head_ != nullptr) head_->prev = c;
+        head_ = c;
+        if (tail_ == nullptr) tail_ = c;
     }
     // Takes an idle connection to `peer`, or nothing.
     std::unique_ptr<Stream> take(size_t peer, uint64_t& requests) {
-        for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-            if ((*it)->peer != peer) continue;
-            std::unique_ptr<Stream> s = std::move((*it)->stream);
-            requests = (*it)->requests;
-            idle_.erase(it);
+        for (IdleConn* c = head_; c != nullptr; c = c->next) {
+            if (c->peer != peer) continue;
+            std::unique_ptr<Stream> s = std::move(c->stream);
+            requests = c->requests;
+            release(c);
             return s;
         }
         return nullptr;
     }
+    // Closes a parked connection (from its own stream or timer callback: the slot stays).
     void drop(IdleConn* c) {
-        idle_.remove_if([c](const std::unique_ptr<IdleConn>& p) { return p.get() == c; });
+        c->stream.reset();
+        release(c);
     }
-    void clear() { idle_.clear(); }
+    void clear() {
+        while (head_ != nullptr) drop(head_);
+    }
 
   private:
+    void unlink(IdleConn* c) {
+        (c->prev != nullptr ? c->prev->next : head_) = c->next;
+        (c->next != nullptr ? c->next->prev : tail_) = c->prev;
+        c->prev = c->next = nullptr;
+    }
+    void release(IdleConn* c) {
+        unlink(c);
+        c->timer->stop();
+        c->next = free_;
+        free_ = c;
+    }
+
     const Upstream& up_;
     EventLoop& loop_;
-    std::list<std::unique_ptr<IdleConn>> idle_;
+    std::vector<std::unique_ptr<IdleConn>> slots_;
+    IdleConn* head_ = nullptr;  // idle connections, most recently parked first
+    IdleConn* tail_ = nullptr;
+    IdleConn* free_ = nullptr;  // slots without a connection
 };
 
 void IdleConn::on_readable() {
@@ -183,10 +222,31 @@ struct WorkerResolver {
 // Names cached per resolver before the cache is emptied (bounded memory).
 constexpr size_t kMaxCachedNames = 10000;
 
+class Exchange;
+
+// An exchange's timer. Made once and reused by one exchange after another through the worker's
+// free list, so a proxied request allocates no timer.
+struct ExchangeTimer {
+    std::unique_ptr<Timer> timer;
+    Exchange* owner = nullptr;
+    ExchangeTimer* next_free = nullptr;
+};
+// Free timers a worker keeps (beyond them, a finished exchange's timer is freed).
+constexpr size_t kMaxFreeTimers = 1024;
+
 struct WorkerState {
     EventLoop* loop = nullptr;
     std::vector<UpstreamState> upstreams;
     std::map<std::pair<const ResolverConf*, uint64_t>, WorkerResolver> resolvers;
+    ExchangeTimer* free_timers = nullptr;
+    size_t free_timer_count = 0;
+
+    WorkerState() = default;
+    WorkerState(const WorkerState&) = delete;
+    WorkerState& operator=(const WorkerState&) = delete;
+    ~WorkerState() {
+        while (free_timers != nullptr) delete std::exchange(free_timers, free_timers->next_free);
+    }
 };
 
 WorkerState* g_worker = nullptr;
@@ -247,9 +307,12 @@ class Exchange final : public http::RequestTask,
                   200},
           scanner_(limits_),
           resp_(r.arena),
-          timer_(g_worker->loop->make_timer([this] { on_timeout(); })) {}
+          timer_(acquire_timer(this)) {}
 
-    ~Exchange() { close_upstream(); }
+    ~Exchange() {
+        close_upstream();
+        release_timer(timer_);
+    }
 
     // For a proxy_pass with variables: the target and Host this request uses instead of the
     // configured ones (views into the request arena).
@@ -289,7 +352,7 @@ class Exchange final : public http::RequestTask,
     // RequestTask: the client went away or the request ended early.
     void abort() override {
         state_ = State::Done;
-        timer_->stop();
+        timer().stop();
         close_upstream();
     }
     // Tunnel: the client connection after a 101, piped to the upstream connection both ways.
@@ -299,7 +362,7 @@ class Exchange final : public http::RequestTask,
         client.set_handler(client_side_);
         client.set_read_limit(kTunnelWindow);
         conn_->set_read_limit(kTunnelWindow);
-        timer_->start(conf_.read_timeout());
+        timer().start(conf_.read_timeout());
         // Bytes that came along with the heads go first.
         if (!pipe(client.input(), *conn_, client)) return;
         if (!pipe(conn_->input(), client, *conn_)) return;
@@ -314,9 +377,9 @@ class Exchange final : public http::RequestTask,
     // BodySource: the worker pulls the response body.
     Pull pull(Buffer& out, size_t max) override {
         if (state_ != State::Streaming) {
-            if (!staged_.empty()) {  // a body read whole with the head
-                out.move_from(staged_, max);
-                return Pull::Data;
+            if (staged_ && !staged_->empty()) {  // a body read whole with the head
+                out.move_from(*staged_, max);
+                return staged_->empty() && !failed_ ? Pull::Done : Pull::Data;
             }
             return failed_ ? Pull::Error : Pull::Done;
         }
@@ -326,7 +389,7 @@ class Exchange final : public http::RequestTask,
         }
         Buffer& in = conn_->input();
         size_t before = out.size();
-        if (!staged_.empty()) out.move_from(staged_, max);
+        if (staged_ && !staged_->empty()) out.move_from(*staged_, max);
         bool complete = false;
         switch (resp_.framing) {
             case http::ResponseFraming::ContentLength: {
@@ -368,7 +431,7 @@ class Exchange final : public http::RequestTask,
         bool moved = out.size() > before;
         if (complete) {
             finish(true);
-            return moved ? Pull::Data : Pull::Done;
+            return Pull::Done;  // with the last bytes, if any: no further pull needed
         }
         if (conn_ != nullptr) conn_->resume_reading();
         if (moved) return Pull::Data;
@@ -391,14 +454,14 @@ class Exchange final : public http::RequestTask,
     }
     void on_readable() override {
         if (state_ == State::Tunnel) {
-            timer_->start(conf_.read_timeout());
+            timer().start(conf_.read_timeout());
             pipe(conn_->input(), *client_, *conn_);
             return;
         }
         if (state_ == State::Sending || state_ == State::Reading) {
             read_head();
         } else if (state_ == State::Streaming) {
-            timer_->start(conf_.read_timeout());
+            timer().start(conf_.read_timeout());
             if (waiting_) {
                 waiting_ = false;
                 r_.body_ready();
@@ -465,12 +528,40 @@ class Exchange final : public http::RequestTask,
   private:
     enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Tunnel, Done };
 
+    Timer& timer() { return *timer_->timer; }
+
+    static ExchangeTimer* acquire_timer(Exchange* owner) {
+        ExchangeTimer* t = g_worker->free_timers;
+        if (t != nullptr) {
+            g_worker->free_timers = t->next_free;
+            --g_worker->free_timer_count;
+        } else {
+            t = new ExchangeTimer();
+            t->timer = g_worker->loop->make_timer([t] {
+                if (t->owner != nullptr) t->owner->on_timeout();
+            });
+        }
+        t->owner = owner;
+        return t;
+    }
+    static void release_timer(ExchangeTimer* t) {
+        t->timer->stop();
+        t->owner = nullptr;
+        if (g_worker == nullptr || g_worker->free_timer_count >= kMaxFreeTimers) {
+            delete t;
+            return;
+        }
+        t->next_free = g_worker->free_timers;
+        g_worker->free_timers = t;
+        ++g_worker->free_timer_count;
+    }
+
     // The client side of a tunnel.
     struct ClientSide final : StreamHandler {
         Exchange* ex;
         explicit ClientSide(Exchange* e) : ex(e) {}
         void on_readable() override {
-            ex->timer_->start(ex->conf_.read_timeout());
+            ex->timer().start(ex->conf_.read_timeout());
             ex->pipe(ex->client_->input(), *ex->conn_, *ex->client_);
         }
         void on_drained() override { ex->conn_->resume_reading(); }
@@ -492,7 +583,7 @@ class Exchange final : public http::RequestTask,
 
     void end_tunnel() {
         state_ = State::Done;
-        timer_->stop();
+        timer().stop();
         close_upstream();
         end_attempt(0);
         r_.end_tunnel();  // closes the client connection and destroys this exchange
@@ -531,8 +622,14 @@ class Exchange final : public http::RequestTask,
             }
         }
         conn_requests_ = 0;
-        conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
-                                        *this, conf_.connect_timeout());
+        if (conf_.pass_ssl) {
+            conn_ = g_worker->loop->connect_tls(reinterpret_cast<const sockaddr*>(&s.addr),
+                                                s.addr_len, *this, conf_.connect_timeout(),
+                                                tls_options(conf_));
+        } else {
+            conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr),
+                                            s.addr_len, *this, conf_.connect_timeout());
+        }
         if (conn_ == nullptr) {
             LOG_ERROR("socket() failed while connecting to upstream %s", addr());
             fail(502);
@@ -611,7 +708,9 @@ class Exchange final : public http::RequestTask,
             h += r_.conn.remote_addr;
             h += "\r\n";
         }
-        if (!overridden("x-forwarded-proto")) add("X-Forwarded-Proto", "http");
+        if (!overridden("x-forwarded-proto")) {
+            add("X-Forwarded-Proto", r_.conn.tls != nullptr ? "https" : "http");
+        }
         if (!overridden("x-forwarded-host") && !r_.head.host.empty()) {
             add("X-Forwarded-Host", r_.head.host);
         }
@@ -669,7 +768,8 @@ class Exchange final : public http::RequestTask,
         if (pumping_ || conn_ == nullptr) return;
         pumping_ = true;
         while (!body_done_ && conn_->output().size() < kBodyWindow) {
-            Buffer& chunk = body_chunk_;  // reused: no allocation per read
+            if (!body_chunk_) body_chunk_.emplace();
+            Buffer& chunk = *body_chunk_;  // reused: no allocation per read
             http::BodyRead rd = r_.read_body(chunk, kBodyWindow);
             if (rd == http::BodyRead::Data) {
                 body_started_ = true;
@@ -703,7 +803,7 @@ class Exchange final : public http::RequestTask,
         }
         if (body_done_ && state_ == State::Sending) {
             state_ = State::Reading;
-            timer_->start(conf_.read_timeout());
+            timer().start(conf_.read_timeout());
         }
         pumping_ = false;
         // Last: on_drained() may come back here (and the exchange may be gone after a failure).
@@ -767,7 +867,7 @@ class Exchange final : public http::RequestTask,
     // A 101: the response carries Upgrade and Connection, and the connection becomes a tunnel.
     void accept_upgrade() {
         got_head();
-        timer_->stop();
+        timer().stop();
         r_.status = 101;
         for (const http::Header& hd : resp_.headers) {
             if (iequals(hd.name, "upgrade")) {
@@ -803,10 +903,13 @@ class Exchange final : public http::RequestTask,
             if (seg.empty()) return true;
             auto step = chunked_.next(seg);
             in.drain(step.framing);
-            if (step.data > 0) staged_.move_from(in, step.data);
+            if (step.data > 0) {
+                if (!staged_) staged_.emplace();
+                staged_->move_from(in, step.data);
+            }
             if (step.status == http::ChunkedDecoder::Status::Error) {
                 LOG_ERROR("upstream sent invalid chunked response, upstream: %s", addr());
-                staged_ = Buffer();
+                staged_.reset();
                 invalid();
                 return false;
             }
@@ -825,7 +928,7 @@ class Exchange final : public http::RequestTask,
 
     void accept_head() {
         got_head();
-        timer_->stop();
+        timer().stop();
         r_.status = resp_.status;
         for (const http::Header& hd : resp_.headers) {
             if (is_hop_by_hop(hd.name, resp_.headers) || iequals(hd.name, "content-length")) {
@@ -863,14 +966,14 @@ class Exchange final : public http::RequestTask,
             return;  // the body that came with the head is malformed: answered 502
         } else if (state_ == State::Done) {
             // The whole chunked body came with the head: send it with a length.
-            r_.content_length = static_cast<int64_t>(staged_.size());
+            r_.content_length = static_cast<int64_t>(staged_ ? staged_->size() : 0);
             r_.body.kind = http::BodyKind::Stream;
             r_.body.source = this;
         } else {
             state_ = State::Streaming;
             r_.body.kind = http::BodyKind::Stream;
             r_.body.source = this;
-            timer_->start(conf_.read_timeout());
+            timer().start(conf_.read_timeout());
         }
         answer();
     }
@@ -884,7 +987,7 @@ class Exchange final : public http::RequestTask,
     void fail(int status) {
         if (status >= 500) end_attempt(status);  // $upstream_status, as nginx
         state_ = State::Done;
-        timer_->stop();
+        timer().stop();
         close_upstream();
         r_.task = nullptr;
         (void)r_.respond_error(status);
@@ -893,7 +996,7 @@ class Exchange final : public http::RequestTask,
 
     void abort_quietly() {
         state_ = State::Done;
-        timer_->stop();
+        timer().stop();
         close_upstream();
         r_.task = nullptr;
     }
@@ -901,7 +1004,7 @@ class Exchange final : public http::RequestTask,
     // The response is over (`ok`: complete); keep the connection if it can serve again.
     void finish(bool ok) {
         end_attempt(0);
-        timer_->stop();
+        timer().stop();
         state_ = State::Done;
         r_.task = nullptr;
         if (ok) us_.peers[peer_].fails = 0;
@@ -966,7 +1069,7 @@ class Exchange final : public http::RequestTask,
     http::ResponseHeadScanner scanner_;
     http::ResponseHead resp_;
     http::ChunkedDecoder chunked_;
-    std::unique_ptr<Timer> timer_;
+    ExchangeTimer* timer_;
     std::unique_ptr<Stream> conn_;
     Stream* client_ = nullptr;
     std::string_view target_override_;
@@ -976,8 +1079,10 @@ class Exchange final : public http::RequestTask,
     size_t peer_ = 0;
     uint64_t conn_requests_ = 0;
     uint64_t remaining_ = 0;
-    Buffer staged_;  // chunked body bytes decoded while checking them before the head is sent
-    Buffer body_chunk_;
+    // Chunked body bytes decoded while checking them before the head is sent; made on first use,
+    // as is body_chunk_ (request body bytes on their way up): most requests need neither.
+    std::optional<Buffer> staged_;
+    std::optional<Buffer> body_chunk_;
     bool in_handler_ = false;
     bool answered_ = false;
     bool reused_ = false;

@@ -194,10 +194,15 @@ void proxy_pass(DirectiveContext& ctx) {
         c.pass_line = ctx.node.line;
         return;
     }
-    if (url.substr(0, 7) != "http://") {
+    if (url.substr(0, 8) == "https://") {
+        c.pass_ssl = true;
+        c.pass_port = 443;
+        url.remove_prefix(8);
+    } else if (url.substr(0, 7) == "http://") {
+        url.remove_prefix(7);
+    } else {
         ctx.fail("invalid URL prefix in \"" + ctx.arg(0) + "\"");
     }
-    url.remove_prefix(7);
     size_t slash = url.find('/');
     std::string_view authority = url.substr(0, slash);
     if (slash != std::string_view::npos) {
@@ -344,6 +349,7 @@ void merge_location(const ModuleConf& p, ModuleConf& c) {
     inherit(child.buffers_total, parent.buffers_total);
     inherit(child.resolver_timeout_ms, parent.resolver_timeout_ms);
     if (!child.resolver) child.resolver = parent.resolver;
+    merge_ssl(parent.ssl, child.ssl);
 }
 
 // Binds each proxy_pass to its upstream block, or makes an implicit upstream for a host:port.
@@ -351,6 +357,7 @@ void check(GenerationBuilder& b) {
     ProxyMainConf& main = mutable_main(b);
     auto bind = [&](http::Location& l) {
         auto& c = static_cast<ProxyLocConf&>(*l.confs[proxy_index()]);
+        if (c.pass && c.pass_ssl) build_ssl(c);
         if (!c.pass || c.pass_dynamic) return;
         if (!c.pass_port_given) {
             for (const auto& u : main.upstreams) {
@@ -385,6 +392,24 @@ void check(GenerationBuilder& b) {
 constexpr uint32_t kHSL = kHttpContext | kServerContext | kLocationContext;
 
 const Directive kProxyDirectives[] = {
+    {"proxy_ssl_verify", kHSL, 1, 1, false, ConfScope::Location, proxy_ssl_verify},
+    {"proxy_ssl_trusted_certificate", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_trusted_certificate},
+    {"proxy_ssl_server_name", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_server_name},
+    {"proxy_ssl_name", kHSL, 1, 1, false, ConfScope::Location, proxy_ssl_name},
+    {"proxy_ssl_protocols", kHSL, 1, 6, false, ConfScope::Location,
+     proxy_ssl_protocols},
+    {"proxy_ssl_ciphers", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_ciphers},
+    {"proxy_ssl_certificate", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_certificate},
+    {"proxy_ssl_certificate_key", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_certificate_key},
+    {"proxy_ssl_session_reuse", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_session_reuse},
+    {"proxy_ssl_verify_depth", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_ssl_verify_depth},
     {"upstream", kHttpContext, 1, 1, true, ConfScope::Main, upstream_block},
     {"server", kUpstreamContext, 1, 6, false, ConfScope::Main, upstream_server},
     {"keepalive", kUpstreamContext, 1, 1, false, ConfScope::Main, upstream_keepalive},

@@ -14,6 +14,7 @@
 
 #include "core/module.hpp"
 #include "core/variables.hpp"
+#include "modules/proxy/proxy_ssl.hpp"
 
 namespace tollgate::proxy {
 
@@ -71,6 +72,8 @@ struct ProxyLocConf : ModuleConf {
     ComplexValue pass_value;
     std::string pass_file;
     int pass_line = 0;
+    bool pass_ssl = false;  // proxy_pass https://: TLS to the upstream (proxy_ssl.hpp)
+    ProxySslSettings ssl;
 
     std::optional<std::vector<HeaderSetting>> set_headers;
     std::optional<std::vector<std::string>> hide_headers;  // lowercase

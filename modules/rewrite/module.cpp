@@ -61,7 +61,7 @@ Verdict run_return(http::Request& r, const void* data) {
         std::string_view url = a.text.evaluate(r);
         if (!url.empty() && url.front() == '/') {
             std::pmr::string abs(r.arena);
-            abs += "http://";
+            abs += r.conn.tls != nullptr ? "https://" : "http://";
             abs += r.head.host.empty() ? r.conn.server_addr : r.head.host;
             abs += url;
             return r.redirect(a.code, r.copy(abs));
