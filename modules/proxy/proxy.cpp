@@ -623,12 +623,12 @@ class Exchange final : public http::RequestTask,
         }
         conn_requests_ = 0;
         if (conf_.pass_ssl) {
-            conn_ = g_worker->loop->connect_tls(reinterpret_cast<const sockaddr*>(&s.addr),
-                                                s.addr_len, *this, conf_.connect_timeout(),
-                                                tls_options(conf_));
+            conn_ =
+                g_worker->loop->connect_tls(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
+                                            *this, conf_.connect_timeout(), tls_options(conf_));
         } else {
-            conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr),
-                                            s.addr_len, *this, conf_.connect_timeout());
+            conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
+                                            *this, conf_.connect_timeout());
         }
         if (conn_ == nullptr) {
             LOG_ERROR("socket() failed while connecting to upstream %s", addr());
