@@ -104,6 +104,10 @@ class LocationBuilder {
     void add(Phase phase, PhaseHandler handler, const void* data) {
         location_.phases[static_cast<size_t>(phase)].push_back({handler, data});
     }
+    // A header filter for every response this location sends (see HeaderFilter).
+    void add_header_filter(HeaderFilter filter, const void* data) {
+        location_.header_filters.push_back({filter, data});
+    }
     template <class T>
     const T& conf(size_t module_index) const {
         return static_cast<const T&>(*location_.confs[module_index]);

@@ -69,6 +69,12 @@ inline constexpr size_t kPhaseCount = static_cast<size_t>(Phase::Count);
 
 using PhaseHandler = Verdict (*)(http::Request& r, const void* data);
 
+// A header filter runs once per response, right before its head is serialized, when the final
+// status is known (handler responses, errors, redirects, proxied and upgrade responses alike;
+// not for 444, which sends nothing). It may add or change r.out_headers; it must not respond,
+// suspend or end the request. Filters are flattened per location at load, in module order.
+using HeaderFilter = void (*)(http::Request& r, const void* data);
+
 // Who the workers of a generation run as, for Module::init_master.
 struct WorkerOwner {
     bool drop_privileges = false;  // the master is root and workers switch to uid/gid

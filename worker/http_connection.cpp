@@ -563,6 +563,8 @@ void HttpConnection::send_response() {
         close();
         return;
     }
+    // The final status is known: the location's header filters (add_header) run, once.
+    for (const auto& f : r.location->header_filters) f.filter(r, f.data);
     const auto& core = r.loc_conf<http::HttpCoreLocConf>(http::http_core_index());
     keepalive_ms_ = core.keepalive_timeout_ms.value_or(75000);
     uint64_t keepalive_max = core.keepalive_requests.value_or(1000);

@@ -175,7 +175,11 @@ std::unique_ptr<TlsStream> TlsStream::connect(event_base* base, const sockaddr* 
     configure(ssl);
     SSL_set_connect_state(ssl);
     std::string sni(tls.server_name);
-    if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
+    in6_addr literal;
+    // RFC 6066 (and nginx): no SNI for an IP address literal.
+    bool sni_is_ip = inet_pton(AF_INET, sni.c_str(), &literal) == 1 ||
+                     inet_pton(AF_INET6, sni.c_str(), &literal) == 1;
+    if (!sni.empty() && !sni_is_ip) SSL_set_tlsext_host_name(ssl, sni.c_str());
     if (!tls.verify_name.empty()) {
         std::string name(tls.verify_name);
         in6_addr ip;

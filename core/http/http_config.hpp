@@ -35,6 +35,11 @@ struct PhaseStep {
     const void* data;
 };
 
+struct HeaderFilterStep {
+    HeaderFilter filter;
+    const void* data;
+};
+
 struct Location {
     enum class Kind : uint8_t { Exact, PrefixNoRegex, Prefix, Regex, Named, ServerDefault };
     Kind kind = Kind::Prefix;
@@ -42,6 +47,7 @@ struct Location {
     std::shared_ptr<const Regex> regex;
     ConfVector confs;  // every module's location-scope config, merged
     std::array<std::vector<PhaseStep>, kPhaseCount> phases;
+    std::vector<HeaderFilterStep> header_filters;  // run in order before the head goes out
     std::string file;
     int line = 0;
 };

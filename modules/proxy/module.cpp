@@ -2,9 +2,10 @@
 //   upstream NAME { server ADDR[:PORT] [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down];
 //                   keepalive N; keepalive_timeout T; keepalive_requests N; }          http
 //   proxy_pass http://HOST[:PORT][/URI] | http://UPSTREAM[/URI]                         location
-//   (or https://: TLS to the upstream, with proxy_ssl_verify, proxy_ssl_trusted_certificate,
-//   proxy_ssl_verify_depth, proxy_ssl_server_name, proxy_ssl_name, proxy_ssl_protocols,
-//   proxy_ssl_ciphers, proxy_ssl_certificate(_key), proxy_ssl_session_reuse: proxy_ssl.cpp)
+//   (or https://, with variables too: TLS to the upstream, with proxy_ssl_verify,
+//   proxy_ssl_trusted_certificate, proxy_ssl_verify_depth, proxy_ssl_server_name,
+//   proxy_ssl_name, proxy_ssl_protocols, proxy_ssl_ciphers, proxy_ssl_certificate(_key),
+//   proxy_ssl_session_reuse: proxy_ssl.cpp)
 //   proxy_set_header NAME VALUE; proxy_hide_header NAME; proxy_pass_header NAME;
 //   proxy_http_version 1.0|1.1 (1.1); proxy_connect_timeout, proxy_send_timeout,
 //   proxy_read_timeout T (60s); proxy_buffering on|off; proxy_buffer_size SIZE (8k: the

@@ -105,6 +105,7 @@ class Pool;
 struct IdleConn final : StreamHandler {
     Pool* pool = nullptr;
     size_t peer = 0;
+    bool tls = false;  // one upstream block can be reached over http:// and https:// alike
     uint64_t requests = 0;
     std::unique_ptr<Stream> stream;
     std::unique_ptr<Timer> timer;
@@ -120,7 +121,7 @@ class Pool {
     Pool(const Upstream& up, EventLoop& loop) : up_(up), loop_(loop) {}
     Pool(const Pool&) = delete;
     Pool& operator=(const Pool&) = delete;
-    void park(size_t peer, uint64_t requests, std::unique_ptr<Stream> stream) {
+    void park(size_t peer, bool tls, uint64_t requests, std::unique_ptr<Stream> stream) {
         IdleConn* c = free_;
         if (c != nullptr) {
             free_ = c->next;
@@ -136,6 +137,7 @@ class Pool {
             c->stream.reset();
         }
         c->peer = peer;
+        c->tls = tls;
         c->requests = requests;
         c->stream = std::move(stream);
         c->stream->set_handler(*c);
@@ -147,10 +149,10 @@ class Pool {
         head_ = c;
         if (tail_ == nullptr) tail_ = c;
     }
-    // Takes an idle connection to `peer`, or nothing.
-    std::unique_ptr<Stream> take(size_t peer, uint64_t& requests) {
+    // Takes an idle connection to `peer`, over TLS or not, or nothing.
+    std::unique_ptr<Stream> take(size_t peer, bool tls, uint64_t& requests) {
         for (IdleConn* c = head_; c != nullptr; c = c->next) {
-            if (c->peer != peer) continue;
+            if (c->peer != peer || c->tls != tls) continue;
             std::unique_ptr<Stream> s = std::move(c->stream);
             requests = c->requests;
             release(c);
@@ -319,6 +321,11 @@ class Exchange final : public http::RequestTask,
     void set_overrides(std::string_view target, std::string_view host) {
         target_override_ = target;
         host_override_ = host;
+    }
+    // For a proxy_pass with variables: whether this request's URL is https://, and its host.
+    void set_tls(bool ssl, std::string_view host) {
+        ssl_ = ssl;
+        tls_host_ = host;
     }
 
     // Starts the exchange inside the content handler. Returns the handler's verdict.
@@ -612,7 +619,7 @@ class Exchange final : public http::RequestTask,
         state_ = State::Connecting;
         got_bytes_ = false;
         if (!fresh_only && us_.pool) {
-            conn_ = us_.pool->take(peer, conn_requests_);
+            conn_ = us_.pool->take(peer, ssl_, conn_requests_);
             if (conn_ != nullptr) {
                 reused_ = true;
                 conn_->set_handler(*this);
@@ -622,10 +629,10 @@ class Exchange final : public http::RequestTask,
             }
         }
         conn_requests_ = 0;
-        if (conf_.pass_ssl) {
-            conn_ =
-                g_worker->loop->connect_tls(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
-                                            *this, conf_.connect_timeout(), tls_options(conf_));
+        if (ssl_) {
+            conn_ = g_worker->loop->connect_tls(reinterpret_cast<const sockaddr*>(&s.addr),
+                                                s.addr_len, *this, conf_.connect_timeout(),
+                                                tls_options(conf_, tls_host_));
         } else {
             conn_ = g_worker->loop->connect(reinterpret_cast<const sockaddr*>(&s.addr), s.addr_len,
                                             *this, conf_.connect_timeout());
@@ -1012,7 +1019,7 @@ class Exchange final : public http::RequestTask,
                         conn_->input().empty() && conn_->output().empty() &&
                         conn_requests_ < us_.up->keepalive_requests;
         if (reusable) {
-            us_.pool->park(peer_, conn_requests_, std::move(conn_));
+            us_.pool->park(peer_, ssl_, conn_requests_, std::move(conn_));
         } else {
             close_upstream();
         }
@@ -1074,6 +1081,8 @@ class Exchange final : public http::RequestTask,
     Stream* client_ = nullptr;
     std::string_view target_override_;
     std::string_view host_override_;
+    bool ssl_ = conf_.pass_ssl;  // TLS to the upstream (per request with variables)
+    std::string_view tls_host_;  // with variables: the URL's host, for SNI and verification
     ClientSide client_side_{this};
     State state_ = State::Connecting;
     size_t peer_ = 0;
@@ -1261,6 +1270,7 @@ struct DynamicUpstream {
 
 // The parts of an evaluated proxy_pass URL.
 struct DynamicTarget {
+    bool ssl = false;  // https://
     std::string_view host;
     uint16_t port = 80;
     bool port_given = false;
@@ -1269,8 +1279,15 @@ struct DynamicTarget {
 };
 
 bool parse_dynamic_url(std::string_view url, DynamicTarget& out) {
-    if (url.substr(0, 7) != "http://") return false;
-    url.remove_prefix(7);
+    if (url.substr(0, 8) == "https://") {
+        out.ssl = true;
+        out.port = 443;
+        url.remove_prefix(8);
+    } else if (url.substr(0, 7) == "http://") {
+        url.remove_prefix(7);
+    } else {
+        return false;
+    }
     size_t slash = url.find_first_of("/?");
     out.authority = url.substr(0, slash);
     if (slash != std::string_view::npos) out.target = url.substr(slash);
@@ -1321,6 +1338,7 @@ Verdict start_dynamic(http::Request& r, const ProxyLocConf& conf, const DynamicT
     auto* dyn = make_in_arena<DynamicUpstream>(r, t.authority, addrs, t.port);
     Exchange* ex = make_exchange(r, conf, dyn->state);
     ex->set_overrides(t.target, t.authority);
+    ex->set_tls(t.ssl, t.host);
     return ex->start();
 }
 
@@ -1415,11 +1433,17 @@ Verdict proxy_dynamic(http::Request& r, const ProxyLocConf& conf) {
         LOG_ERROR("invalid URL \"%.*s\" in proxy_pass", static_cast<int>(url.size()), url.data());
         return r.respond_error(500);
     }
+    if (t.ssl && !conf.ssl.built) {  // a literal http:// prefix cannot evaluate to https://
+        LOG_ERROR("no TLS context for \"%.*s\" in proxy_pass", static_cast<int>(url.size()),
+                  url.data());
+        return r.respond_error(500);
+    }
     if (!t.port_given) {
         for (UpstreamState& us : g_worker->upstreams) {
             if (!us.up->implicit && iequals(us.up->name, t.host)) {  // nginx: any case
                 Exchange* ex = make_exchange(r, conf, us);
                 ex->set_overrides(t.target, t.authority);
+                ex->set_tls(t.ssl, t.host);
                 return ex->start();
             }
         }

@@ -184,9 +184,13 @@ void proxy_pass(DirectiveContext& ctx) {
     std::string_view url = ctx.arg(0);
     if (url.find('$') != std::string_view::npos) {
         // Evaluated per request (proxy.cpp); a URI part then replaces the whole request URI.
-        if (url.substr(0, 7) != "http://" && url.substr(0, 1) != "$") {
+        if (url.substr(0, 7) != "http://" && url.substr(0, 8) != "https://" &&
+            url.substr(0, 1) != "$") {
             ctx.fail("invalid URL prefix in \"" + ctx.arg(0) + "\"");
         }
+        // https:// (or a scheme from a variable, which may be https): the location gets a
+        // client TLS context at load, as a static https:// one.
+        c.pass_ssl = url.substr(0, 7) != "http://";
         c.pass_value = ComplexValue::compile(url, ctx.builder.variables(), ctx.node);
         c.pass_dynamic = true;
         c.pass = true;

@@ -156,14 +156,17 @@ void build_ssl(ProxyLocConf& c) {
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
     }
-    if (!s.name) s.name = c.pass_host;  // nginx: $proxy_host without the port
+    // nginx: $proxy_host without the port; with variables, the host of each request's URL.
+    if (!s.name && !c.pass_dynamic) s.name = c.pass_host;
     ERR_clear_error();
 }
 
-TlsClientOptions tls_options(const ProxyLocConf& c) {
+TlsClientOptions tls_options(const ProxyLocConf& c, std::string_view host) {
     TlsClientOptions o;
     o.ssl_ctx = c.ssl.built ? c.ssl.built->ctx : nullptr;
-    std::string_view name = c.ssl.name ? std::string_view(*c.ssl.name) : c.pass_host;
+    std::string_view name = c.ssl.name       ? std::string_view(*c.ssl.name)
+                            : c.pass_dynamic ? host
+                                             : std::string_view(c.pass_host);
     if (c.ssl.server_name.value_or(false)) o.server_name = name;
     if (c.ssl.verify.value_or(false)) o.verify_name = name;
     o.reuse_session = c.ssl.session_reuse.value_or(true);

@@ -53,7 +53,9 @@ void merge_ssl(const ProxySslSettings& parent, ProxySslSettings& child);
 // Builds the client context of an https location (throws conf::ConfigError at the proxy_pass
 // or the directive at fault).
 void build_ssl(ProxyLocConf& c);
-// How a request of this location connects (valid while the generation lives).
-TlsClientOptions tls_options(const ProxyLocConf& c);
+// How a request of this location connects (valid while the generation lives). For a
+// proxy_pass with variables, `host` is the host of the request's URL (the SNI and the name
+// verified when there is no proxy_ssl_name); it must live as long as the connect.
+TlsClientOptions tls_options(const ProxyLocConf& c, std::string_view host = {});
 
 }  // namespace tollgate::proxy
