@@ -109,6 +109,10 @@ struct Module {
     // Returns false with `error` to refuse the generation (start fails; a reload keeps the old).
     bool (*init_master)(const ConfigGeneration& generation, const WorkerOwner& owner,
                         std::string& error) = nullptr;
+    // A subcommand of the binary, `tollgate COMMAND ARGS...` ("key"): main() runs it before any
+    // config is read, with argv[0] = COMMAND, and exits with what it returns.
+    std::string_view command;
+    int (*run_command)(int argc, char** argv) = nullptr;
 };
 
 // The generated list, in module order.

@@ -40,6 +40,12 @@ void usage(std::FILE* out) {
                  "  -g directives : set global directives out of configuration file\n",
                  TOLLGATE_DEFAULT_PREFIX, TOLLGATE_DEFAULT_ERROR_LOG_PATH,
                  TOLLGATE_DEFAULT_CONF_PATH);
+    for (const tollgate::Module* m : tollgate::compiled_modules()) {  // subcommands
+        if (m->run_command == nullptr) continue;
+        std::fprintf(out, "\nCommand: tollgate %.*s ... (tollgate %.*s -h for help)\n",
+                     static_cast<int>(m->command.size()), m->command.data(),
+                     static_cast<int>(m->command.size()), m->command.data());
+    }
 }
 
 void version(bool full) {
@@ -118,6 +124,14 @@ bool daemonize() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // `tollgate COMMAND ...`: a module's subcommand (tollgate key add ...), no config involved.
+    if (argc > 1 && argv[1][0] != '-') {
+        for (const tollgate::Module* m : tollgate::compiled_modules()) {
+            if (m->run_command != nullptr && m->command == argv[1]) {
+                return m->run_command(argc - 1, argv + 1);
+            }
+        }
+    }  // otherwise "invalid option", as before
     BuildOptions options;
     options.running_as_root = geteuid() == 0;
     bool test = false;
