@@ -10,6 +10,7 @@
 
 #include <strings.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -34,6 +35,26 @@ constexpr uint64_t kLingeringTimeMs = 30000;
 constexpr uint64_t kLingeringTimeoutMs = 5000;
 // The most a streamed body moves to the client per pull.
 constexpr size_t kStreamChunk = 65536;
+// Files up to this size are read into the output behind the head (as nginx with sendfile off
+// and its 32k output buffers); bigger ones go out with sendfile.
+constexpr uint64_t kInlineFileMax = 32 * 1024;
+
+// Appends `length` bytes of `fd` from `offset` to `out`; false (and nothing appended) when the
+// file is shorter now or unreadable.
+bool append_file_range(evbuffer* out, int fd, uint64_t offset, uint64_t length) {
+    evbuffer_iovec vec;
+    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(length), &vec, 1) != 1) return false;
+    auto* dst = static_cast<char*>(vec.iov_base);
+    uint64_t got = 0;
+    while (got < length) {
+        ssize_t n = ::pread(fd, dst + got, length - got, static_cast<off_t>(offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;  // reserved space left uncommitted is simply not used
+        got += static_cast<uint64_t>(n);
+    }
+    vec.iov_len = length;
+    return evbuffer_commit_space(out, &vec, 1) == 0;
+}
 // Pipelined requests answered from one read, recursively, before yielding to the loop.
 constexpr int kMaxPipelineRecursion = 16;
 
@@ -538,9 +559,16 @@ void HttpConnection::write_head_and_body(http::Request& r) {
         evbuffer_add(out, r.body.memory.data(), r.body.memory.size());
         r.body_bytes_sent = r.body.memory.size();
     } else if (send_body && r.body.kind == http::BodyKind::File && r.body.length > 0) {
-        // libevent takes the fd and sends it with sendfile().
-        if (evbuffer_add_file(out, r.body.fd, static_cast<ev_off_t>(r.body.offset),
-                              static_cast<ev_off_t>(r.body.length)) == 0) {
+        if (r.body.length <= kInlineFileMax) {
+            // A small file is read behind the head: one write and one segment, no sendfile.
+            if (append_file_range(out, r.body.fd, r.body.offset, r.body.length)) {
+                r.body_bytes_sent = r.body.length;
+            } else {
+                r.keep_alive = false;  // as below: the connection closes short of the body
+            }
+        } else if (evbuffer_add_file(out, r.body.fd, static_cast<ev_off_t>(r.body.offset),
+                                     static_cast<ev_off_t>(r.body.length)) == 0) {
+            // libevent takes the fd and sends it with sendfile().
             r.body.fd = -1;
             r.body_bytes_sent = r.body.length;
         } else {

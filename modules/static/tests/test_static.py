@@ -560,6 +560,28 @@ def test_if_match_and_if_unmodified_since_412(tollgate_factory):
     assert get(t, "/p.txt", {"If-Unmodified-Since": "Thu, 01 Jan 1998 00:00:00 GMT"})[0] == 412
 
 
+def test_small_files_are_read_inline_and_large_ones_sent_whole(tollgate_factory):
+    # Up to 32 KiB the worker reads the file behind the head; above, sendfile. Both must be
+    # byte-exact, also for ranges on either side of the threshold and on one connection.
+    sizes = {"a.bin": 32 * 1024, "b.bin": 32 * 1024 + 1, "c.bin": 1, "d.bin": 3 * 1024 * 1024 + 7}
+    files = {name: os.urandom(n) for name, n in sizes.items()}
+    t = start(tollgate_factory, ROOT, files)
+    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=10)
+    for name, content in files.items():
+        conn.request("GET", "/" + name)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.read() == content
+        conn.request("GET", "/" + name, headers={"Range": "bytes=0-0"})
+        resp = conn.getresponse()
+        assert resp.status == 206 and resp.read() == content[:1]
+    big = files["d.bin"]
+    conn.request("GET", "/d.bin", headers={"Range": "bytes=40000-40999"})
+    resp = conn.getresponse()
+    assert resp.status == 206 and resp.read() == big[40000:41000]
+    conn.close()
+
+
 def test_range_requests(tollgate_factory):
     content = bytes(range(256)) * 4  # 1024 bytes
     t = start(tollgate_factory, ROOT, {"r.bin": content})
