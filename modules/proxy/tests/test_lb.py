@@ -451,3 +451,31 @@ def test_every_balancer_directive_is_accepted(tollgate_factory):
     )
     code, err = tollgate_factory(block).test_config()
     assert code == 0, err
+
+
+# ---- state across reloads -------------------------------------------------------------------------
+
+
+def test_shared_state_survives_a_reload_that_keeps_the_servers(lb, ups):
+    u, other = ups(), ups()
+
+    def block(weight, extra_server=""):
+        return (
+            f"upstream pool {{ server 127.0.0.1:{u.port} weight={weight} max_fails=0; {extra_server}"
+            "circuit_breaker failures=2 cooldown=60s; }"
+        )
+
+    t = lb(block(1))
+    for i in range(2):
+        assert fetch(t, "GET", f"/s/status/500?{i}").status == 500
+    assert fetch(t, "GET", "/s/open").status == 503
+    # Same servers (a new weight): the new workers see the open breaker.
+    reload_and_wait(t, block(5))
+    r = fetch(t, "GET", "/s/after-reload")
+    assert r.status == 503 and int(r.header("retry-after")) > 50
+    assert u.requests == 2
+    # Another server list: a fresh zone, everything closed.
+    reload_and_wait(t, block(5, f"server 127.0.0.1:{other.port};"))
+    statuses = {fetch(t, "GET", f"/s/fresh/{i}").status for i in range(4)}
+    assert statuses == {200}
+    assert u.requests > 2  # the breaker of the new zone is closed
