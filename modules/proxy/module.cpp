@@ -1,6 +1,11 @@
 // The "proxy" module: reverse proxying to upstream servers over HTTP/1.1.
-//   upstream NAME { server ADDR[:PORT] [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down];
-//                   keepalive N; keepalive_timeout T; keepalive_requests N; }          http
+//   upstream NAME { server ADDR[:PORT] [weight=N] [max_fails=N] [fail_timeout=T] [max_conns=N]
+//                   [backup] [down]; keepalive N; keepalive_timeout T; keepalive_requests N;
+//                   least_conn | hash KEY [consistent] | ip_hash | random [two [least_conn]];
+//                   circuit_breaker [failures=N] [cooldown=T] [probes=N] [successes=N];
+//                   health_check [uri=URI] [interval=T] [timeout=T] [fails=N] [passes=N]
+//                   [status=LO-HI]; }                                                    http
+//   (balancer.cpp, peer_state.cpp, health_check.cpp: server state shared by all workers)
 //   proxy_pass http://HOST[:PORT][/URI] | http://UPSTREAM[/URI]                         location
 //   (or https://, with variables too: TLS to the upstream, with proxy_ssl_verify,
 //   proxy_ssl_trusted_certificate, proxy_ssl_verify_depth, proxy_ssl_server_name,

@@ -1,6 +1,7 @@
 #include "modules/proxy/proxy.hpp"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,8 @@
 #include "core/http/http_config.hpp"
 #include "core/http/response_head.hpp"
 #include "core/log.hpp"
+#include "modules/proxy/balancer.hpp"
+#include "modules/proxy/health_check.hpp"
 
 namespace tollgate::proxy {
 
@@ -90,12 +93,6 @@ void append_escaped_path(std::pmr::string& out, std::string_view path) {
 }
 
 // ---- per-worker state ------------------------------------------------------------------------
-
-struct PeerState {
-    int fails = 0;
-    int64_t down_until_ms = 0;
-    int current_weight = 0;
-};
 
 class Pool;
 
@@ -199,7 +196,7 @@ void IdleConn::on_stream_event(StreamEvent) {
 
 struct UpstreamState {
     const Upstream* up = nullptr;
-    std::vector<PeerState> peers;
+    PeerSet peers;  // the balancer over the servers' shared state (balancer.hpp)
     std::unique_ptr<Pool> pool;
 };
 
@@ -242,6 +239,7 @@ struct WorkerState {
     std::map<std::pair<const ResolverConf*, uint64_t>, WorkerResolver> resolvers;
     ExchangeTimer* free_timers = nullptr;
     size_t free_timer_count = 0;
+    std::unique_ptr<HealthChecks> health;  // last: stopped first
 
     WorkerState() = default;
     WorkerState(const WorkerState&) = delete;
@@ -252,45 +250,6 @@ struct WorkerState {
 };
 
 WorkerState* g_worker = nullptr;
-
-// Smooth weighted round robin (nginx's), skipping down, failed and already tried servers;
-// backups only when no primary is available. Returns -1 when none is left.
-int pick_peer(UpstreamState& us, const std::pmr::vector<bool>& tried) {
-    int64_t now = now_ms();
-    for (bool backup : {false, true}) {
-        int best = -1;
-        int total = 0;
-        for (size_t i = 0; i < us.up->servers.size(); ++i) {
-            const UpstreamServer& s = us.up->servers[i];
-            PeerState& p = us.peers[i];
-            if (s.backup != backup || s.down || tried[i]) continue;
-            if (s.max_fails > 0 && p.fails >= s.max_fails && now < p.down_until_ms) continue;
-            p.current_weight += s.weight;
-            total += s.weight;
-            if (best < 0 || p.current_weight > us.peers[best].current_weight) {
-                best = static_cast<int>(i);
-            }
-        }
-        if (best >= 0) {
-            us.peers[best].current_weight -= total;
-            return best;
-        }
-    }
-    return -1;
-}
-
-void peer_failed(UpstreamState& us, size_t i) {
-    const UpstreamServer& s = us.up->servers[i];
-    PeerState& p = us.peers[i];
-    int64_t now = now_ms();
-    if (now >= p.down_until_ms && p.fails >= s.max_fails) p.fails = 0;  // a new fail window
-    ++p.fails;
-    if (s.max_fails > 0 && p.fails >= s.max_fails) {
-        p.down_until_ms = now + static_cast<int64_t>(s.fail_timeout_ms);
-        LOG_WARN("upstream server temporarily disabled: %s in upstream \"%s\"", s.addr_text.c_str(),
-                 us.up->name.c_str());
-    }
-}
 
 // ---- the exchange ----------------------------------------------------------------------------
 
@@ -313,6 +272,7 @@ class Exchange final : public http::RequestTask,
 
     ~Exchange() {
         close_upstream();
+        release_peer(Outcome::Neutral);
         release_timer(timer_);
     }
 
@@ -501,7 +461,7 @@ class Exchange final : public http::RequestTask,
                       timeout ? "upstream timed out" : "connect() failed or connection lost",
                       state_ == State::Connecting ? "connecting" : "sending request", addr());
             end_attempt(timeout ? 504 : 502);
-            peer_failed(us_, peer_);
+            us_.peers.failed(peer_, mono_ms());
             close_upstream();
             if (!body_started_) {
                 connect_next(timeout ? 504 : 502);
@@ -597,8 +557,16 @@ class Exchange final : public http::RequestTask,
     }
 
     void connect_next(int status_if_none = 502) {
-        int peer = pick_peer(us_, tried_);
+        PickResult pick = us_.peers.pick(r_, tried_);
+        int peer = pick.peer;
         if (peer < 0) {
+            if (pick.why == NoPeer::AllOpen && attempts_.empty()) {
+                LOG_ERROR("every server of upstream \"%s\" has its circuit breaker open",
+                          us_.up->name.c_str());
+                retry_after_s_ = (pick.retry_after_ms + 999) / 1000;
+                fail(503);
+                return;
+            }
             if (status_if_none == 502 && attempts_.empty()) {
                 LOG_ERROR("no live upstreams while connecting to upstream \"%s\"",
                           us_.up->name.c_str());
@@ -606,6 +574,7 @@ class Exchange final : public http::RequestTask,
             fail(status_if_none);
             return;
         }
+        held_ = pick;
         connect_to(static_cast<size_t>(peer), false);
     }
 
@@ -998,6 +967,11 @@ class Exchange final : public http::RequestTask,
         close_upstream();
         r_.task = nullptr;
         (void)r_.respond_error(status);
+        if (retry_after_s_ > 0) {
+            char buf[24];
+            int n = std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(retry_after_s_));
+            r_.add_header("Retry-After", r_.copy(std::string_view(buf, static_cast<size_t>(n))));
+        }
         answer();
     }
 
@@ -1014,7 +988,7 @@ class Exchange final : public http::RequestTask,
         timer().stop();
         state_ = State::Done;
         r_.task = nullptr;
-        if (ok) us_.peers[peer_].fails = 0;
+        if (ok) us_.peers.succeeded(peer_);
         bool reusable = ok && conn_ != nullptr && us_.pool && resp_.keep_alive && body_done_ &&
                         conn_->input().empty() && conn_->output().empty() &&
                         conn_requests_ < us_.up->keepalive_requests;
@@ -1044,7 +1018,7 @@ class Exchange final : public http::RequestTask,
             "upstream timed out while reading response header from upstream, "
             "upstream: %s",
             addr());
-        peer_failed(us_, peer_);
+        us_.peers.failed(peer_, mono_ms());
         close_upstream();
         fail(504);
     }
@@ -1065,6 +1039,17 @@ class Exchange final : public http::RequestTask,
         Attempt& a = attempts_.back();
         if (a.status == 0) a.status = status;
         a.end_usec = http::now_usec();
+        release_peer(a.status == 0    ? Outcome::Neutral
+                     : a.status < 500 ? Outcome::Success
+                                      : Outcome::Failure);
+    }
+
+    // The server this request counted on is done with: the count, a half-open probe slot, and
+    // the breaker's verdict go back (once).
+    void release_peer(Outcome o) {
+        if (held_.peer < 0) return;
+        us_.peers.release(held_, o, mono_ms());
+        held_ = PickResult{};
     }
 
     http::Request& r_;
@@ -1086,6 +1071,8 @@ class Exchange final : public http::RequestTask,
     ClientSide client_side_{this};
     State state_ = State::Connecting;
     size_t peer_ = 0;
+    PickResult held_;            // the pick counted on peer_, released when the attempt ends
+    int64_t retry_after_s_ = 0;  // a 503 because every breaker is open: Retry-After
     uint64_t conn_requests_ = 0;
     uint64_t remaining_ = 0;
     // Chunked body bytes decoded while checking them before the head is sent; made on first use,
@@ -1204,9 +1191,13 @@ void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
     for (const auto& up : main.upstreams) {
         UpstreamState& us = g_worker->upstreams[up->index];
         us.up = up.get();
-        us.peers.resize(up->servers.size());
+        UpstreamShm* shm =
+            UpstreamShm::attach(up->zone->data(), static_cast<uint32_t>(up->servers.size()));
+        us.peers.bind(*up, shm,
+                      static_cast<uint64_t>(getpid()) * 0x9e3779b97f4a7c15ULL + up->index);
         if (up->keepalive > 0) us.pool = std::make_unique<Pool>(*up, loop);
     }
+    g_worker->health = start_health_checks(main, loop);
 }
 
 void exit_worker(const ConfigGeneration&) {
@@ -1238,6 +1229,7 @@ Exchange* make_exchange(http::Request& r, const ProxyLocConf& conf, UpstreamStat
 // A one-off upstream for a host a proxy_pass with variables named (no keepalive pool).
 struct DynamicUpstream {
     Upstream up;
+    std::optional<PrivatePeerState> shared;  // not shared: one request uses it
     UpstreamState state;
     DynamicUpstream(std::string_view name, const std::vector<sockaddr_storage>& addrs,
                     uint16_t port) {
@@ -1264,7 +1256,8 @@ struct DynamicUpstream {
             up.servers.push_back(s);
         }
         state.up = &up;
-        state.peers.resize(up.servers.size());
+        shared.emplace(static_cast<uint32_t>(up.servers.size()));
+        state.peers.bind(up, shared->get(), 1);
     }
 };
 

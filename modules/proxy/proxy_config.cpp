@@ -11,6 +11,8 @@
 #include "core/config/values.hpp"
 #include "core/generation.hpp"
 #include "core/http/http_config.hpp"
+#include "core/log.hpp"
+#include "modules/proxy/balancer.hpp"
 
 namespace tollgate::proxy {
 
@@ -88,6 +90,22 @@ ProxyMainConf& mutable_main(GenerationBuilder& b) {
 
 // ---- upstream { } ----------------------------------------------------------------------------
 
+// Maps (or, on a reload, reuses) the shared zone holding the state of `up`'s servers
+// (peer_state.hpp). The layout tag names the servers in order, so a reload that keeps them keeps
+// their counts, breakers and health; one that changes them starts afresh.
+void attach_zone(GenerationBuilder& b, Upstream& up, const conf::Node& where) {
+    std::string name = (up.implicit ? "proxy_pass " : "upstream ") + up.name;
+    std::string layout = "upstream/1/" + std::to_string(sizeof(PeerShm));
+    for (const UpstreamServer& s : up.servers) layout += "/" + s.addr_text;
+    size_t bytes = 64 + UpstreamShm::bytes_for(up.servers.size());  // 64: the core's header
+    size_t size = std::max<size_t>(8192, (bytes + 4095) / 4096 * 4096);
+    up.zone = b.shared_zone(where, name, size, "upstream", zone_key(layout).lo);
+    auto n = static_cast<uint32_t>(up.servers.size());
+    UpstreamShm* shm = up.zone->reused() ? UpstreamShm::attach(up.zone->data(), n)
+                                         : UpstreamShm::format(up.zone->data(), n);
+    if (shm == nullptr) where.fail("the state zone of upstream \"" + up.name + "\" is unusable");
+}
+
 void upstream_block(DirectiveContext& ctx) {
     auto& main = ctx.conf<ProxyMainConf>();
     for (const auto& u : main.upstreams) {
@@ -103,9 +121,149 @@ void upstream_block(DirectiveContext& ctx) {
     main.upstreams.push_back(std::move(up));
     ConfSlots slots{&ctx.builder.generation().main_confs, nullptr, nullptr};
     ctx.builder.parse_block(ctx.node, kUpstreamContext, slots);
-    if (main.upstreams.back()->servers.empty()) {
+    Upstream& u = *main.upstreams.back();
+    if (u.servers.empty()) {
         ctx.fail("no servers are inside upstream \"" + ctx.arg(0) + "\"");
     }
+    if (u.method == BalanceMethod::Hash && u.hash_consistent) {
+        u.ring = std::make_shared<const KetamaRing>(u.servers);
+    }
+    attach_zone(ctx.builder, u, ctx.node);
+}
+
+// True when the upstream's method allows `backup` servers (nginx: round robin and least_conn).
+bool allows_backup(BalanceMethod m) {
+    return m == BalanceMethod::RoundRobin || m == BalanceMethod::LeastConn;
+}
+
+// Sets the balancing method of the current upstream, as nginx: a second method is a warning
+// and wins; a method that has no backup servers refuses the backup servers already listed.
+void set_method(DirectiveContext& ctx, BalanceMethod m) {
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    if (up.method_set) {
+        LOG_WARN("%s:%d: load balancing method redefined", ctx.node.file->c_str(), ctx.node.line);
+    }
+    up.method_set = true;
+    up.method = m;
+    up.hash_consistent = false;
+    up.random_two = false;
+    if (!allows_backup(m)) {
+        for (const UpstreamServer& s : up.servers) {
+            if (s.backup) ctx.fail("balancing method does not support parameter \"backup\"");
+        }
+    }
+}
+
+void upstream_least_conn(DirectiveContext& ctx) {
+    set_method(ctx, BalanceMethod::LeastConn);
+}
+
+void upstream_ip_hash(DirectiveContext& ctx) {
+    set_method(ctx, BalanceMethod::IpHash);
+}
+
+// hash KEY [consistent]
+void upstream_hash(DirectiveContext& ctx) {
+    set_method(ctx, BalanceMethod::Hash);
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    up.hash_key = ComplexValue::compile(ctx.arg(0), ctx.builder.variables(), ctx.node);
+    if (ctx.nargs() == 2) {
+        if (ctx.arg(1) != "consistent") ctx.invalid_value(1);
+        up.hash_consistent = true;
+    }
+}
+
+// random [two [least_conn]]
+void upstream_random(DirectiveContext& ctx) {
+    set_method(ctx, BalanceMethod::Random);
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    if (ctx.nargs() >= 1) {
+        if (ctx.arg(0) != "two") ctx.invalid_value(0);
+        up.random_two = true;
+    }
+    if (ctx.nargs() == 2 && ctx.arg(1) != "least_conn") ctx.invalid_value(1);
+}
+
+// A KEY=VALUE argument's value, or nothing when `a` is not KEY=...
+std::optional<std::string_view> param(std::string_view a, std::string_view key) {
+    if (a.size() > key.size() && a.substr(0, key.size()) == key && a[key.size()] == '=') {
+        return a.substr(key.size() + 1);
+    }
+    return std::nullopt;
+}
+
+int count_param(DirectiveContext& ctx, size_t i, std::string_view v) {
+    auto n = conf::parse_int(v);
+    if (!n || *n < 1 || *n > 1000) ctx.invalid_value(i, "must be between 1 and 1000");
+    return static_cast<int>(*n);
+}
+
+uint64_t time_param(DirectiveContext& ctx, size_t i, std::string_view v) {
+    auto t = conf::parse_time_ms(v);
+    if (!t || *t == 0) ctx.invalid_value(i);
+    return *t;
+}
+
+// circuit_breaker [failures=N] [cooldown=TIME] [probes=N] [successes=N]
+void upstream_circuit_breaker(DirectiveContext& ctx) {
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    if (up.breaker.enabled) ctx.duplicate();
+    BreakerConf c;
+    c.enabled = true;
+    for (size_t i = 0; i < ctx.nargs(); ++i) {
+        std::string_view a = ctx.arg(i);
+        if (auto v = param(a, "failures")) {
+            c.failures = count_param(ctx, i, *v);
+        } else if (auto v = param(a, "cooldown")) {
+            c.cooldown_ms = time_param(ctx, i, *v);
+        } else if (auto v = param(a, "probes")) {
+            c.probes = count_param(ctx, i, *v);
+        } else if (auto v = param(a, "successes")) {
+            c.successes = count_param(ctx, i, *v);
+        } else {
+            ctx.fail("invalid parameter \"" + std::string(a) + "\"");
+        }
+    }
+    up.breaker = c;
+}
+
+// health_check [uri=URI] [interval=TIME] [timeout=TIME] [fails=N] [passes=N] [status=LO[-HI]]
+void upstream_health_check(DirectiveContext& ctx) {
+    Upstream& up = *ctx.conf<ProxyMainConf>().upstreams.back();
+    if (up.health.enabled) ctx.duplicate();
+    HealthCheckConf c;
+    c.enabled = true;
+    bool timeout_given = false;
+    for (size_t i = 0; i < ctx.nargs(); ++i) {
+        std::string_view a = ctx.arg(i);
+        if (auto v = param(a, "uri")) {
+            if (v->empty() || v->front() != '/' ||
+                v->find_first_of(std::string_view(" \t\r\n\0", 5)) != std::string_view::npos) {
+                ctx.invalid_value(i, "the URI must start with \"/\" and hold no spaces");
+            }
+            c.uri = std::string(*v);
+        } else if (auto v = param(a, "interval")) {
+            c.interval_ms = time_param(ctx, i, *v);
+        } else if (auto v = param(a, "timeout")) {
+            c.timeout_ms = time_param(ctx, i, *v);
+            timeout_given = true;
+        } else if (auto v = param(a, "fails")) {
+            c.fails = count_param(ctx, i, *v);
+        } else if (auto v = param(a, "passes")) {
+            c.passes = count_param(ctx, i, *v);
+        } else if (auto v = param(a, "status")) {
+            size_t dash = v->find('-');
+            auto lo = conf::parse_int(v->substr(0, dash));
+            auto hi = dash == std::string_view::npos ? lo : conf::parse_int(v->substr(dash + 1));
+            if (!lo || !hi || *lo < 100 || *hi > 599 || *lo > *hi) ctx.invalid_value(i);
+            c.status_min = static_cast<int>(*lo);
+            c.status_max = static_cast<int>(*hi);
+        } else {
+            ctx.fail("invalid parameter \"" + std::string(a) + "\"");
+        }
+    }
+    if (!timeout_given) c.timeout_ms = std::min(c.timeout_ms, c.interval_ms);
+    up.health = c;
 }
 
 void upstream_server(DirectiveContext& ctx) {
@@ -133,7 +291,14 @@ void upstream_server(DirectiveContext& ctx) {
             auto t = conf::parse_time_ms(*v);
             if (!t) ctx.invalid_value(i);
             params.fail_timeout_ms = *t;
+        } else if (auto v = value("max_conns=")) {
+            auto n = conf::parse_int(*v);
+            if (!n || *n > 1000000) ctx.invalid_value(i);
+            params.max_conns = static_cast<int>(*n);
         } else if (a == "backup") {
+            if (!allows_backup(up.method)) {
+                ctx.fail("balancing method does not support parameter \"backup\"");
+            }
             params.backup = true;
         } else if (a == "down") {
             params.down = true;
@@ -148,6 +313,7 @@ void upstream_server(DirectiveContext& ctx) {
         s.weight = params.weight;
         s.max_fails = params.max_fails;
         s.fail_timeout_ms = params.fail_timeout_ms;
+        s.max_conns = params.max_conns;
         s.backup = params.backup;
         s.down = params.down;
         up.servers.push_back(s);
@@ -384,6 +550,10 @@ void check(GenerationBuilder& b) {
         if (!resolve(c.pass_host, c.pass_port, up->servers, error)) {
             throw conf::ConfigError(c.pass_file, c.pass_line, error);
         }
+        conf::Node where;
+        where.file = std::make_shared<const std::string>(c.pass_file);
+        where.line = c.pass_line;
+        attach_zone(b, *up, where);
         c.upstream = up.get();
         main.upstreams.push_back(std::move(up));
     };
@@ -409,8 +579,14 @@ const Directive kProxyDirectives[] = {
     {"proxy_ssl_session_reuse", kHSL, 1, 1, false, ConfScope::Location, proxy_ssl_session_reuse},
     {"proxy_ssl_verify_depth", kHSL, 1, 1, false, ConfScope::Location, proxy_ssl_verify_depth},
     {"upstream", kHttpContext, 1, 1, true, ConfScope::Main, upstream_block},
-    {"server", kUpstreamContext, 1, 6, false, ConfScope::Main, upstream_server},
+    {"server", kUpstreamContext, 1, 8, false, ConfScope::Main, upstream_server},
     {"keepalive", kUpstreamContext, 1, 1, false, ConfScope::Main, upstream_keepalive},
+    {"least_conn", kUpstreamContext, 0, 0, false, ConfScope::Main, upstream_least_conn},
+    {"ip_hash", kUpstreamContext, 0, 0, false, ConfScope::Main, upstream_ip_hash},
+    {"hash", kUpstreamContext, 1, 2, false, ConfScope::Main, upstream_hash},
+    {"random", kUpstreamContext, 0, 2, false, ConfScope::Main, upstream_random},
+    {"circuit_breaker", kUpstreamContext, 0, 4, false, ConfScope::Main, upstream_circuit_breaker},
+    {"health_check", kUpstreamContext, 0, 6, false, ConfScope::Main, upstream_health_check},
     {"keepalive_timeout", kUpstreamContext, 1, 1, false, ConfScope::Main,
      upstream_keepalive_timeout},
     {"keepalive_requests", kUpstreamContext, 1, 1, false, ConfScope::Main,

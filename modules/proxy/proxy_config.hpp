@@ -14,6 +14,7 @@
 
 #include "core/module.hpp"
 #include "core/variables.hpp"
+#include "modules/proxy/peer_state.hpp"
 #include "modules/proxy/proxy_ssl.hpp"
 
 namespace tollgate::proxy {
@@ -25,9 +26,15 @@ struct UpstreamServer {
     int weight = 1;
     int max_fails = 1;
     uint64_t fail_timeout_ms = 10000;
+    int max_conns = 0;  // requests in flight at once, all workers; 0: no limit
     bool backup = false;
     bool down = false;
 };
+
+// The balancing method of an upstream (balancer.hpp).
+enum class BalanceMethod : uint8_t { RoundRobin, LeastConn, Hash, IpHash, Random };
+
+class KetamaRing;
 
 struct Upstream {
     std::string name;
@@ -36,7 +43,16 @@ struct Upstream {
     uint64_t keepalive_timeout_ms = 60000;
     uint64_t keepalive_requests = 1000;
     bool implicit = false;  // made for a proxy_pass host:port, not an upstream block
-    size_t index = 0;       // position in ProxyMainConf::upstreams
+    BalanceMethod method = BalanceMethod::RoundRobin;
+    bool method_set = false;
+    ComplexValue hash_key;                   // hash KEY
+    bool hash_consistent = false;            // hash KEY consistent: the ring below
+    std::shared_ptr<const KetamaRing> ring;  // built at the end of the block
+    bool random_two = false;                 // random two [least_conn]
+    BreakerConf breaker;
+    HealthCheckConf health;
+    std::shared_ptr<SharedZone> zone;  // the servers' shared state (peer_state.hpp)
+    size_t index = 0;                  // position in ProxyMainConf::upstreams
     std::string file;
     int line = 0;
 };
