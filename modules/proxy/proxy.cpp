@@ -626,6 +626,7 @@ class Exchange final : public http::RequestTask,
         }  // else a stale pooled connection is retried fresh: still the same attempt
         state_ = State::Connecting;
         got_bytes_ = false;
+        reused_ = false;
         if (!fresh_only && us_.pool) {
             conn_ = us_.pool->take(peer, ssl_, conn_requests_);
             if (conn_ != nullptr) {

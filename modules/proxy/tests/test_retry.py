@@ -155,6 +155,23 @@ def test_status_conditions_and_pass_through_of_the_last_answer(tollgate_factory)
         assert {status, status2} == {502, 503}
 
 
+def test_retries_with_a_keepalive_pool(tollgate_factory):
+    with Flaky("status:503") as bad, Flaky("ok") as ok:
+        ups = upstream("u", [bad, ok], "keepalive 4;")
+        t = start(tollgate_factory, ups, """
+            location / { proxy_next_upstream error http_503 non_idempotent;
+                         proxy_pass http://u; }
+        """)
+        c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=15)
+        for i in range(10):
+            status, body = request(t, "/", "POST" if i % 2 else "GET", BODY, conn=c)
+            assert status == 200 and body.startswith(b"ok from"), body
+        c.close()
+        assert len(ok.hits) == 10
+        assert all(h[2] == hashlib.sha256(BODY).hexdigest() for h in ok.hits)
+        assert ok.connections <= 2  # the pooled connection to the good server was reused
+
+
 def test_tries_limit(tollgate_factory):
     servers = [Flaky("status:502") for _ in range(4)]
     try:
