@@ -40,6 +40,11 @@ class Flaky(_Server):
             if self.mode == "hang":
                 self.sleep(10)
                 return
+            if self.mode == "partial":  # a 200 head and part of the body, then a reset
+                conn.sendall(response_head(200, [("Content-Length", 1000)]) + b"x" * 10)
+                time.sleep(0.1)
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             if self.mode == "garbage":
                 conn.sendall(b"HTTP/1.1 2OO Nope\r\n\r\n")
                 return
@@ -170,6 +175,42 @@ def test_retries_with_a_keepalive_pool(tollgate_factory):
         assert len(ok.hits) == 10
         assert all(h[2] == hashlib.sha256(BODY).hexdigest() for h in ok.hits)
         assert ok.connections <= 2  # the pooled connection to the good server was reused
+
+
+def test_nothing_is_retried_once_the_response_started(tollgate_factory):
+    with Flaky("partial") as part, Flaky("ok") as ok:
+        ups = upstream("u", [part, ok])
+        t = start(tollgate_factory, ups, """
+            location / { proxy_next_upstream error timeout invalid_header http_502;
+                         proxy_pass http://u; }
+        """)
+        results = []
+        for _ in range(2):
+            c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=15)
+            c.request("GET", "/")
+            r = c.getresponse()
+            try:
+                results.append((r.status, r.read()))
+            except http.client.IncompleteRead as e:
+                results.append((r.status, "truncated", len(e.partial)))
+            c.close()
+        # One went to the partial server: its 200 head was already sent, so the client gets a
+        # truncated body (the connection closes), not a retry on the good server.
+        assert (200, "truncated", 10) in results, results
+        assert len(part.hits) == 1 and len(ok.hits) == 1
+
+
+def test_4xx_conditions_do_not_mark_the_server_failed(tollgate_factory):
+    with Flaky("status:404") as nf, Flaky("ok") as ok:
+        ups = (f"upstream u {{ server {nf.addr} max_fails=1 fail_timeout=60s;"
+               f" server {ok.addr} max_fails=0; }}\n")
+        t = start(tollgate_factory, ups, """
+            location / { proxy_next_upstream error http_404; proxy_pass http://u; }
+        """)
+        for _ in range(6):
+            assert request(t, "/")[0] == 200
+        # Round robin keeps choosing the 404 server: a 404 is not a failure (as nginx).
+        assert len(nf.hits) == 3 and len(ok.hits) == 6
 
 
 def test_tries_limit(tollgate_factory):
