@@ -1003,6 +1003,7 @@ class Exchange final : public http::RequestTask,
             close_upstream();
         }
         ++retries_;
+        timer().stop();  // the failed attempt's read timeout must not cut the next one short
         uint64_t delay = 0;
         if (conf_.retry.backoff) {
             delay = backoff_delay_ms(*conf_.retry.backoff, retries_, jitter_unit());
