@@ -3,7 +3,6 @@ proxy_pass http://$variant, config errors, and the exact bucket of every key com
 real nginx running the same block (skipped when nginx is not installed)."""
 import collections
 import http.client
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from harness import free_port, server_block, wait_port
+from harness import free_port, wait_port
 from upstreams import EchoUpstream
 
 SPLIT = """
