@@ -11,7 +11,6 @@ import time
 import pytest
 
 from harness import server_block
-
 from upstreams import RefusedPort, _Server, response_head, stream_body
 
 BODY = b"retry me " * 1000  # 9 KB: kept for replay
