@@ -344,7 +344,8 @@ class Exchange final : public http::RequestTask,
         if (us_.up->retry_budget.enabled) {
             worker_budget(*us_.up).on_request(us_.up->retry_budget, first_start_ms_);
         }
-        keep_body_ = r_.has_body() && conf_.retry.may_retry();
+        // A copy of the body is kept only where a retry could happen at all.
+        keep_body_ = r_.has_body() && conf_.retry.may_retry() && us_.up->servers.size() > 1;
         connect_next();
         in_handler_ = false;
         return answered_ ? Verdict::Respond : Verdict::Suspend;
