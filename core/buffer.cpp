@@ -71,4 +71,24 @@ size_t Buffer::peek_copy(char* out, size_t n) const {
     return got > 0 ? static_cast<size_t>(got) : 0;
 }
 
+size_t Buffer::copy_from(const Buffer& from) {
+    // Walk the source's blocks and copy each (the source is left as it was).
+    size_t total = 0;
+    evbuffer_ptr pos;
+    evbuffer_ptr_set(from.chain_, &pos, 0, EVBUFFER_PTR_SET);
+    evbuffer_iovec vec[8];
+    while (total < evbuffer_get_length(from.chain_)) {
+        int n = evbuffer_peek(from.chain_, -1, &pos, vec, 8);
+        if (n <= 0) break;
+        size_t step = 0;
+        for (int i = 0; i < n && i < 8; ++i) {
+            evbuffer_add(chain_, vec[i].iov_base, vec[i].iov_len);
+            step += vec[i].iov_len;
+        }
+        total += step;
+        if (evbuffer_ptr_set(from.chain_, &pos, total, EVBUFFER_PTR_SET) != 0) break;
+    }
+    return total;
+}
+
 }  // namespace tollgate

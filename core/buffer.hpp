@@ -36,6 +36,8 @@ class Buffer {
     std::string_view pullup(size_t n);
     // Copies the first `n` bytes into `out` without draining them; returns the count copied.
     size_t peek_copy(char* out, size_t n) const;
+    // Appends a copy of all of `from`, which keeps its bytes. Returns the bytes copied.
+    size_t copy_from(const Buffer& from);
 
     evbuffer* chain() const { return chain_; }  // for worker/ only
 

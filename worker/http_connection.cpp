@@ -706,6 +706,9 @@ void HttpConnection::body_ready(http::Request& r) {
 }
 
 http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t max) {
+    // A phase reading the body ahead (core/http/body_preread.hpp) waits for the client alone:
+    // client_body_timeout bounds each wait (armed below), and the connection closes when it passes.
+    if (r.preread_active) evtimer_del(timer_);
     if (body_framing_ == http::BodyFraming::None) return http::BodyRead::Done;
     evbuffer* in = stream_->input().chain();
     if (r.head.expect_continue && !continue_sent_ && evbuffer_get_length(in) == 0) {
@@ -730,11 +733,12 @@ http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t m
     } else {
         Buffer input = Buffer::borrow(in);
         while (out.size() - before < max) {
-            std::string_view seg = input.front();
+            // The decoder counts the data it reports as consumed: show it no more than fits.
+            std::string_view seg = input.front().substr(0, max - (out.size() - before));
             if (seg.empty()) break;
             auto step = chunked_.next(seg);
             input.drain(step.framing);
-            size_t take = std::min(step.data, max - (out.size() - before));
+            size_t take = step.data;
             if (take > 0) out.move_from(input, take);
             if (step.status == http::ChunkedDecoder::Status::Error) {
                 r.body_error_status = 400;
@@ -761,6 +765,7 @@ http::BodyRead HttpConnection::read_body(http::Request& r, Buffer& out, size_t m
         r.body_error_status = 0;  // the client went away mid-body
         return http::BodyRead::Error;
     }
+    if (r.preread_active) arm_timer(core.client_body_timeout_ms.value_or(60000));
     return http::BodyRead::Wait;
 }
 

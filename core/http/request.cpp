@@ -26,6 +26,14 @@ Request::~Request() {
     if (body.kind == BodyKind::File && body.fd >= 0) ::close(body.fd);
 }
 
+BodyRead Request::read_body(Buffer& out, size_t max) {
+    if (preread != nullptr && !preread->empty() && max > 0) {
+        out.move_from(*preread, max);
+        return BodyRead::Data;
+    }
+    return driver->read_body(*this, out, max);
+}
+
 void* Request::module_ctx(size_t module_index) const {
     return module_ctx_ != nullptr ? module_ctx_[module_index] : nullptr;
 }

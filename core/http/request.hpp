@@ -188,8 +188,15 @@ class Request {
     // on_body_available() follows). Done: the body is complete. Error: malformed, too large or
     // cut short (body_error_status is then 400 or 413, or 0 when the client went away). Sends
     // "100 Continue" on the first read when the client asked for it.
-    BodyRead read_body(Buffer& out, size_t max) { return driver->read_body(*this, out, max); }
+    // Bytes an earlier phase pre-read (preread_body(), core/http/body_preread.hpp) come first,
+    // unchanged, so the content handler sees the whole body either way.
+    BodyRead read_body(Buffer& out, size_t max);
     int body_error_status = 0;
+    // The body bytes pre-read and not yet handed to read_body() (null when none were read).
+    Buffer* preread = nullptr;
+    // True while a phase reads the body ahead: the worker then bounds each wait for more of it
+    // by client_body_timeout (and closes the connection when it passes).
+    bool preread_active = false;
     // A Stream body source that returned Wait has more now.
     void body_ready() { driver->body_ready(*this); }
     RequestTask* task = nullptr;

@@ -17,6 +17,11 @@
 //   largest response head); proxy_buffers N SIZE (8 8k: read-ahead per request);
 //   proxy_request_buffering off (the only value: bodies always stream, see proxy_config.cpp);
 //   resolver ADDR ... [valid=T] [ipv6=on|off]; resolver_timeout T (30s)      http, server, location
+//   proxy_next_upstream COND ... (error timeout); proxy_next_upstream_tries N (0);
+//   proxy_next_upstream_timeout T (0); proxy_next_upstream_backoff base=T [cap=T]
+//   [jitter=full|none] (off)                                                 http, server, location
+//   retry_budget ratio=R [min=N/s] [window=T] (off)                                  upstream
+//   (retries: retry.hpp)
 // Phase: Content (where proxy_pass is set). Bodies stream both ways with backpressure; nothing
 // is buffered whole. Variables: $upstream_addr $upstream_status $upstream_response_time
 // $upstream_connect_time $upstream_header_time $upstream_http_NAME $proxy_host

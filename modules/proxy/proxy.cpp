@@ -27,6 +27,9 @@ namespace {
 constexpr size_t kBodyWindow = 65536;
 // Bytes a tunnel queues toward one side before it stops reading the other.
 constexpr size_t kTunnelWindow = 65536;
+// Request body bytes kept for replay on the next server (proxy_next_upstream): a body that
+// grows past this is streamed on without a copy, and its request is no longer retried.
+constexpr size_t kRetryBodyKeep = 65536;
 
 int64_t now_ms() {
     return http::now_usec() / 1000;
@@ -297,6 +300,12 @@ class Exchange final : public http::RequestTask,
             return r_.respond_error(411, "chunked request bodies need proxy_http_version 1.1");
         }
         r_.task = this;
+        first_start_ms_ = now_ms();
+        if (us_.up->retry_budget.enabled) {
+            worker_budget(*us_.up).on_request(us_.up->retry_budget, first_start_ms_);
+        }
+        // A copy of the body is kept only where a retry could happen at all.
+        keep_body_ = r_.has_body() && conf_.retry.may_retry() && us_.up->servers.size() > 1;
         connect_next();
         in_handler_ = false;
         return answered_ ? Verdict::Respond : Verdict::Suspend;
@@ -463,11 +472,7 @@ class Exchange final : public http::RequestTask,
             end_attempt(timeout ? 504 : 502);
             us_.peers.failed(peer_, mono_ms());
             close_upstream();
-            if (!body_started_) {
-                connect_next(timeout ? 504 : 502);
-            } else {
-                fail(timeout ? 504 : 502);
-            }
+            (void)next_upstream(timeout ? kRetryTimeout : kRetryError, timeout ? 504 : 502, false);
             return;
         }
         if (state_ == State::Sending || state_ == State::Reading) {
@@ -475,8 +480,11 @@ class Exchange final : public http::RequestTask,
                 "upstream prematurely closed connection while reading response header, "
                 "upstream: %s",
                 addr());
+            bool timeout = e == StreamEvent::WriteTimeout;
+            end_attempt(timeout ? 504 : 502);
+            us_.peers.failed(peer_, mono_ms());
             close_upstream();
-            fail(e == StreamEvent::WriteTimeout ? 504 : 502);
+            (void)next_upstream(timeout ? kRetryTimeout : kRetryError, timeout ? 504 : 502, false);
             return;
         }
         if (state_ == State::Streaming) {
@@ -493,7 +501,8 @@ class Exchange final : public http::RequestTask,
     }
 
   private:
-    enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Tunnel, Done };
+    // Backoff: waiting (on the timer) before the next try (retry.hpp).
+    enum class State : uint8_t { Connecting, Sending, Reading, Streaming, Tunnel, Backoff, Done };
 
     Timer& timer() { return *timer_->timer; }
 
@@ -587,6 +596,7 @@ class Exchange final : public http::RequestTask,
         }  // else a stale pooled connection is retried fresh: still the same attempt
         state_ = State::Connecting;
         got_bytes_ = false;
+        reused_ = false;
         if (!fresh_only && us_.pool) {
             conn_ = us_.pool->take(peer, ssl_, conn_requests_);
             if (conn_ != nullptr) {
@@ -614,9 +624,15 @@ class Exchange final : public http::RequestTask,
 
     void send_request() {
         state_ = State::Sending;
+        request_sent_ = true;
+        if (attempts_.size() > 1 || resp_.status != 0) {  // a retry: forget the last response
+            resp_ = http::ResponseHead(r_.arena);
+            scanner_.reset();
+        }
         ++conn_requests_;
         conn_->set_read_limit(std::max<uint64_t>(conf_.head_limit(), conf_.read_ahead()));
         write_request_head();
+        if (body_copy_ && !body_copy_->empty()) replay_body();
         conn_->resume_reading();
         pump_body();  // last: a failure here may end the request and free this exchange
     }
@@ -726,6 +742,7 @@ class Exchange final : public http::RequestTask,
         }
         chunked_up_ = false;
         if (r_.has_body()) {
+            body_done_ = false;  // a retry sends the body again
             if (r_.head.framing == http::BodyFraming::ContentLength) {
                 add("Content-Length", std::to_string(r_.head.content_length));
             } else {
@@ -749,6 +766,7 @@ class Exchange final : public http::RequestTask,
             http::BodyRead rd = r_.read_body(chunk, kBodyWindow);
             if (rd == http::BodyRead::Data) {
                 body_started_ = true;
+                keep_for_retry(chunk);
                 if (chunked_up_) {
                     char line[24];
                     int n = std::snprintf(line, sizeof(line), "%zx\r\n", chunk.size());
@@ -798,7 +816,7 @@ class Exchange final : public http::RequestTask,
                         "upstream sent too big header while reading response header, "
                         "upstream: %s",
                         addr());
-                    invalid();
+                    invalid_head();
                 }
                 return;
             }
@@ -807,7 +825,7 @@ class Exchange final : public http::RequestTask,
                     "upstream sent invalid header while reading response header, "
                     "upstream: %s",
                     addr());
-                invalid();
+                invalid_head();
                 return;
             }
             size_t len = scanner_.head_length();
@@ -815,7 +833,7 @@ class Exchange final : public http::RequestTask,
             in.drain(len);
             if (!http::parse_response_head(head, limits_, r_.head.method, resp_)) {
                 LOG_ERROR("upstream sent invalid response, upstream: %s", addr());
-                invalid();
+                invalid_head();
                 return;
             }
             if (resp_.informational()) {  // 100, 103: wait for the final response
@@ -829,11 +847,16 @@ class Exchange final : public http::RequestTask,
                         "upstream sent 101 to a request that did not ask to upgrade, "
                         "upstream: %s",
                         addr());
-                    invalid();
+                    invalid_head();
                     return;
                 }
                 accept_upgrade();
                 return;
+            }
+            if (uint32_t cond = status_condition(resp_.status);
+                cond != 0 && (conf_.retry.mask() & cond) != 0) {
+                got_head();
+                if (next_upstream(cond, resp_.status, true)) return;
             }
             accept_head();
             return;
@@ -900,6 +923,109 @@ class Exchange final : public http::RequestTask,
     void invalid() {
         close_upstream();
         fail(502);
+    }
+
+    // A response head that cannot be used (nothing of it reached the client): invalid_header.
+    void invalid_head() {
+        end_attempt(502);
+        us_.peers.failed(peer_, mono_ms());
+        close_upstream();
+        (void)next_upstream(kRetryInvalidHeader, 502, false);
+    }
+
+    bool non_idempotent() const {
+        return r_.head.method == http::Method::Post || r_.head.method == http::Method::Patch ||
+               r_.head.method_name == "LOCK";
+    }
+
+    // The attempt failed with `cond` before any of the response reached the client: go to the
+    // next server when proxy_next_upstream and its limits allow (after the backoff), else answer
+    // `status`. With `pass_through` (an upstream status such as 503) the connection is still
+    // open and, when no retry happens, false is returned so the caller passes that response on;
+    // otherwise the exchange has answered or moved on and true is returned.
+    bool next_upstream(uint32_t cond, int status, bool pass_through) {
+        int64_t now = now_ms();
+        RetryFacts f{cond,       request_sent_,    non_idempotent(),
+                     body_lost_, attempts_.size(), first_start_ms_,
+                     now};
+        RetryVerdict v = decide_retry(conf_.retry, f, nullptr, nullptr);
+        PickResult pick;
+        if (v == RetryVerdict::Retry) pick = us_.peers.pick(r_, tried_);
+        int peer = pick.peer;
+        if (peer >= 0 && us_.up->retry_budget.enabled &&
+            !worker_budget(*us_.up).try_retry(us_.up->retry_budget, now)) {
+            us_.peers.release(pick, Outcome::Neutral, mono_ms());  // picked, never used
+            v = RetryVerdict::BudgetSpent;
+            peer = -1;
+        }
+        if (peer < 0) {
+            if (v != RetryVerdict::Retry && v != RetryVerdict::NotConfigured) {
+                std::string_view why = retry_verdict_text(v);
+                LOG_INFO("not passing the request to the next upstream (%.*s), upstream: %s",
+                         static_cast<int>(why.size()), why.data(), addr());
+            }
+            if (pass_through) return false;
+            fail(status);
+            return true;
+        }
+        if (pass_through) {
+            end_attempt(status);
+            if (cond != kRetryHttp403 && cond != kRetryHttp404 && cond != kRetryHttp429) {
+                us_.peers.failed(peer_, mono_ms());
+            }
+            close_upstream();
+        }
+        held_ = pick;  // after end_attempt above released the failed attempt's server
+        ++retries_;
+        timer().stop();  // the failed attempt's read timeout must not cut the next one short
+        uint64_t delay = 0;
+        if (conf_.retry.backoff) {
+            delay = backoff_delay_ms(*conf_.retry.backoff, retries_, jitter_unit());
+            uint64_t limit = conf_.retry.timeout_ms.value_or(0);
+            if (limit != 0) {  // never wait past proxy_next_upstream_timeout
+                auto left = static_cast<int64_t>(limit) - (now - first_start_ms_);
+                delay =
+                    std::min<uint64_t>(delay, static_cast<uint64_t>(std::max<int64_t>(left, 0)));
+            }
+        }
+        if (delay > 0) {
+            state_ = State::Backoff;
+            next_peer_ = static_cast<size_t>(peer);
+            timer().start(delay);
+            return true;
+        }
+        connect_to(static_cast<size_t>(peer), false);
+        return true;
+    }
+
+    // Keeps a copy of request body bytes on their way up, for a retry to send again, while the
+    // body fits in kRetryBodyKeep; past that the request is no longer retried once sent.
+    void keep_for_retry(const Buffer& chunk) {
+        if (!keep_body_) {
+            body_lost_ = true;
+            return;
+        }
+        if (!body_copy_) body_copy_.emplace();
+        if (body_copy_->size() + chunk.size() > kRetryBodyKeep) {
+            body_copy_.reset();
+            keep_body_ = false;
+            body_lost_ = true;
+            return;
+        }
+        body_copy_->copy_from(chunk);
+    }
+
+    // Sends the body bytes a previous attempt sent (the rest follows from read_body()).
+    void replay_body() {
+        if (chunked_up_) {
+            char line[24];
+            int n = std::snprintf(line, sizeof(line), "%zx\r\n", body_copy_->size());
+            conn_->output().append(std::string_view(line, static_cast<size_t>(n)));
+            conn_->output().copy_from(*body_copy_);
+            conn_->output().append("\r\n");
+        } else {
+            conn_->output().copy_from(*body_copy_);
+        }
     }
 
     void accept_head() {
@@ -1000,6 +1126,10 @@ class Exchange final : public http::RequestTask,
     }
 
     void on_timeout() {
+        if (state_ == State::Backoff) {
+            connect_to(next_peer_, false);
+            return;
+        }
         if (state_ == State::Tunnel) {
             end_tunnel();  // idle for proxy_read_timeout
             return;
@@ -1018,9 +1148,10 @@ class Exchange final : public http::RequestTask,
             "upstream timed out while reading response header from upstream, "
             "upstream: %s",
             addr());
+        end_attempt(504);
         us_.peers.failed(peer_, mono_ms());
         close_upstream();
-        fail(504);
+        (void)next_upstream(kRetryTimeout, 504, false);
     }
 
     void close_upstream() { conn_.reset(); }
@@ -1073,12 +1204,16 @@ class Exchange final : public http::RequestTask,
     size_t peer_ = 0;
     PickResult held_;            // the pick counted on peer_, released when the attempt ends
     int64_t retry_after_s_ = 0;  // a 503 because every breaker is open: Retry-After
+    size_t next_peer_ = 0;       // the server a retry goes to after its backoff
+    uint32_t retries_ = 0;
+    int64_t first_start_ms_ = 0;
     uint64_t conn_requests_ = 0;
     uint64_t remaining_ = 0;
     // Chunked body bytes decoded while checking them before the head is sent; made on first use,
     // as is body_chunk_ (request body bytes on their way up): most requests need neither.
     std::optional<Buffer> staged_;
     std::optional<Buffer> body_chunk_;
+    std::optional<Buffer> body_copy_;  // the request body sent so far, kept for a retry
     bool in_handler_ = false;
     bool answered_ = false;
     bool reused_ = false;
@@ -1086,6 +1221,9 @@ class Exchange final : public http::RequestTask,
     bool chunked_up_ = false;
     bool body_done_ = false;
     bool body_started_ = false;
+    bool request_sent_ = false;  // some attempt sent (part of) the request
+    bool keep_body_ = false;     // body bytes are copied for a retry
+    bool body_lost_ = false;     // body bytes went up without a copy: no retry
     bool pumping_ = false;
     bool waiting_ = false;
     bool failed_ = false;

@@ -520,6 +520,7 @@ void merge_location(const ModuleConf& p, ModuleConf& c) {
     inherit(child.resolver_timeout_ms, parent.resolver_timeout_ms);
     if (!child.resolver) child.resolver = parent.resolver;
     merge_ssl(parent.ssl, child.ssl);
+    merge_retry(parent.retry, child.retry);
 }
 
 // Binds each proxy_pass to its upstream block, or makes an implicit upstream for a host:port.
@@ -605,6 +606,14 @@ const Directive kProxyDirectives[] = {
     {"proxy_request_buffering", kHSL, 1, 1, false, ConfScope::None, proxy_request_buffering},
     {"resolver", kHSL, 1, kUnlimitedArgs, false, ConfScope::Location, resolver},
     {"resolver_timeout", kHSL, 1, 1, false, ConfScope::Location, resolver_timeout},
+    {"proxy_next_upstream", kHSL, 1, 12, false, ConfScope::Location, proxy_next_upstream},
+    {"proxy_next_upstream_tries", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_next_upstream_tries},
+    {"proxy_next_upstream_timeout", kHSL, 1, 1, false, ConfScope::Location,
+     proxy_next_upstream_timeout},
+    {"proxy_next_upstream_backoff", kHSL, 1, 3, false, ConfScope::Location,
+     proxy_next_upstream_backoff},
+    {"retry_budget", kUpstreamContext, 1, 3, false, ConfScope::Main, upstream_retry_budget},
 };
 
 std::span<const Directive> directives() {

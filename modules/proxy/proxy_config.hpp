@@ -16,6 +16,7 @@
 #include "core/variables.hpp"
 #include "modules/proxy/peer_state.hpp"
 #include "modules/proxy/proxy_ssl.hpp"
+#include "modules/proxy/retry.hpp"
 
 namespace tollgate::proxy {
 
@@ -42,6 +43,8 @@ struct Upstream {
     size_t keepalive = 0;  // idle connections kept per worker; 0: none
     uint64_t keepalive_timeout_ms = 60000;
     uint64_t keepalive_requests = 1000;
+    RetryBudgetConf retry_budget;  // retry_budget (retry.hpp)
+    bool retry_budget_set = false;
     bool implicit = false;  // made for a proxy_pass host:port, not an upstream block
     BalanceMethod method = BalanceMethod::RoundRobin;
     bool method_set = false;
@@ -103,6 +106,7 @@ struct ProxyLocConf : ModuleConf {
     std::optional<uint64_t> buffers_total;
     std::shared_ptr<const ResolverConf> resolver;
     std::optional<uint64_t> resolver_timeout_ms;
+    RetryLocConf retry;  // proxy_next_upstream* (retry.hpp)
 
     uint64_t resolver_timeout() const { return resolver_timeout_ms.value_or(30000); }
 
