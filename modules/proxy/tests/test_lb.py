@@ -479,3 +479,62 @@ def test_shared_state_survives_a_reload_that_keeps_the_servers(lb, ups):
     statuses = {fetch(t, "GET", f"/s/fresh/{i}").status for i in range(4)}
     assert statuses == {200}
     assert u.requests > 2  # the breaker of the new zone is closed
+
+
+# ---- traffic shifts ---------------------------------------------------------------------------
+
+
+def test_shifting_weights_by_reload_under_load_drops_no_request(lb, ups):
+    # Clients keep sending (keepalive and fresh connections) while two reloads move the weights
+    # from 1:1 to 9:1 and back; every request must get its 200, and the new weights must show.
+    a, b = ups(), ups()
+    block = lambda wa, wb: (  # noqa: E731
+        f"upstream pool {{ server 127.0.0.1:{a.port} weight={wa}; "
+        f"server 127.0.0.1:{b.port} weight={wb}; keepalive 8; }}"
+    )
+    t = lb(block(1, 1))
+    stop = threading.Event()
+    results = []  # (status or None, error text)
+    lock = threading.Lock()
+
+    def client(i):
+        n = 0
+        while not stop.is_set() and n < 20000:  # bounded in count and (through stop) in time
+            try:
+                with Client(t.port, timeout=10) as c:
+                    for _ in range(20):
+                        c.send(req("GET", f"/shift/{i}/{n}"))
+                        r = c.read_response(timeout=10)
+                        with lock:
+                            results.append((r.status if r else None, "" if r else str(c.ended)))
+                        n += 1
+                        closing = r is not None and any(
+                            k.lower() == "connection" and v.lower() == "close" for k, v in r.headers
+                        )  # a draining worker says so on its last response: reconnect
+                        if r is None or closing or stop.is_set():
+                            break
+            except OSError as e:
+                with lock:
+                    results.append((None, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        assert wait_until(lambda: len(results) > 200, 20)
+        reload_and_wait(t, block(9, 1))
+        before = len(a.log), len(b.log)
+        assert wait_until(lambda: len(a.log) + len(b.log) - sum(before) > 1000, 30)
+        moved_a, moved_b = len(a.log) - before[0], len(b.log) - before[1]
+        reload_and_wait(t, block(1, 1))
+        assert wait_until(lambda: len(results) > 3000, 30)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=30)
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, (len(failed), len(results), failed[:5])
+    # Between the reloads the new generation balanced 9:1 (old workers may still have finished
+    # a few requests of the old generation's 1:1 on their way out).
+    share = moved_a / (moved_a + moved_b)
+    assert 0.8 < share < 0.95, (moved_a, moved_b)
