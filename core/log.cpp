@@ -16,8 +16,9 @@ namespace tollgate::log {
 namespace {
 int g_fd = STDERR_FILENO;
 std::string g_path = "stderr";
-Level g_level = Level::Error;
+Level g_level = Level::Warn;  // until error_log is opened: config warnings show (as nginx -t)
 int g_slot = -1;
+bool g_opened = false;  // before the config's error_log: "tollgate: [level] ..." on stderr
 
 constexpr const char* kNames[] = {"debug", "info", "notice", "warn",
                                   "error", "crit", "alert",  "emerg"};
@@ -49,6 +50,7 @@ bool open(const std::string& path, Level level, std::string& error) {
     g_fd = fd;
     g_path = path;
     g_level = level;
+    g_opened = true;
     return true;
 }
 
@@ -86,18 +88,23 @@ bool enabled(Level level) {
 
 void write(Level level, const char* fmt, ...) {
     char buf[4096];
-    struct timeval tv;
-    gettimeofday(&tv, nullptr);
-    struct tm tm;
-    localtime_r(&tv.tv_sec, &tm);
-    int n = static_cast<int>(strftime(buf, sizeof(buf), "%Y/%m/%d %H:%M:%S", &tm));
-    if (g_slot >= 0) {
-        n += snprintf(buf + n, sizeof(buf) - n, " [%s] %d#%d: ", kNames[static_cast<int>(level)],
-                      static_cast<int>(getpid()), g_slot);
+    const char* name = kNames[static_cast<int>(level)];
+    int n;
+    if (!g_opened) {  // while the configuration is read: as nginx, "tollgate: [warn] ..."
+        n = snprintf(buf, sizeof(buf), "tollgate: [%s] ", name);
     } else {
-        n +=
-            snprintf(buf + n, sizeof(buf) - n, " [%s] %d#master: ", kNames[static_cast<int>(level)],
-                     static_cast<int>(getpid()));
+        struct timeval tv;
+        gettimeofday(&tv, nullptr);
+        struct tm tm;
+        localtime_r(&tv.tv_sec, &tm);
+        n = static_cast<int>(strftime(buf, sizeof(buf), "%Y/%m/%d %H:%M:%S", &tm));
+        if (g_slot >= 0) {
+            n += snprintf(buf + n, sizeof(buf) - n, " [%s] %d#%d: ", name,
+                          static_cast<int>(getpid()), g_slot);
+        } else {
+            n += snprintf(buf + n, sizeof(buf) - n, " [%s] %d#master: ", name,
+                          static_cast<int>(getpid()));
+        }
     }
     va_list ap;
     va_start(ap, fmt);

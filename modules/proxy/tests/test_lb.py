@@ -453,6 +453,17 @@ def test_every_balancer_directive_is_accepted(tollgate_factory):
     assert code == 0, err
 
 
+def test_redefined_balancing_method_is_a_warning_shown_by_test(tollgate_factory):
+    # As nginx: the config is valid (the last method wins) and -t prints the warning.
+    block = (
+        "http {\n    upstream u { least_conn;\n        hash $remote_addr; server 127.0.0.1:9; }\n"
+        "    server { listen 127.0.0.1:{port};\n        location / { proxy_pass http://u; }\n    }\n}\n"
+    )
+    code, err = tollgate_factory(block).test_config()
+    assert code == 0, err
+    assert re.search(r"tollgate: \[warn\] \S+tollgate\.conf:\d+: load balancing method redefined", err), err
+
+
 # ---- state across reloads -------------------------------------------------------------------------
 
 
