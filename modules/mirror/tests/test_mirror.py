@@ -154,3 +154,21 @@ def test_config_errors(tollgate_factory):
         rc, err = t.test_config()
         assert rc != 0, line
         assert "tollgate.conf:" in err and msg in err, (line, err)
+
+
+def test_graceful_stop_and_reload_do_not_wait_for_mirrors(tollgate_factory):
+    import signal
+
+    with EchoUpstream() as main, EchoUpstream() as shadow:
+        t = start(tollgate_factory, conf(main.port, shadow.port, "mirror /shadow;", "/slow/60000"))
+        old = t.worker_pids()
+        assert request(t.port, "GET", "/api/r")[0] == 200
+        assert wait_until(lambda: len(shadow.log) == 1)
+        t.reload()  # the old worker drains: its mirror (sleeping 60 s) must not hold it
+        t.wait_workers(1, exclude=old, timeout=20)
+        assert wait_until(lambda: not set(old) & set(t.worker_pids()), timeout=20)
+        assert request(t.port, "GET", "/api/s")[0] == 200
+        assert wait_until(lambda: len(shadow.log) == 2)
+        t.signal(signal.SIGQUIT)
+        assert t.wait_exit(timeout=20) == 0
+        assert "AddressSanitizer" not in t.stderr() and "signal 11" not in t.error_log()
