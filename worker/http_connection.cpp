@@ -405,6 +405,15 @@ void HttpConnection::begin_request(std::string_view head_bytes) {
         }
         return;
     }
+    if (core.internal) {  // only internal redirects and subrequests reach it
+        (void)r.respond_error(404);
+        if (r.redirect_pending()) {
+            run_phases(static_cast<size_t>(Phase::Rewrite), 0);
+        } else {
+            send_response();
+        }
+        return;
+    }
     run_phases(0, 0);
 }
 

@@ -179,6 +179,11 @@ void send_timeout(DirectiveContext& ctx) {
 void keepalive_timeout(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).keepalive_timeout_ms, ctx.time_ms_arg(0));
 }
+void internal(DirectiveContext& ctx) {
+    if (loc(ctx).internal) ctx.duplicate();
+    loc(ctx).internal = true;
+}
+
 void keepalive_requests(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).keepalive_requests, static_cast<uint64_t>(ctx.int_arg(0)));
 }
@@ -350,6 +355,7 @@ constexpr Directive kDirectives[] = {
      client_body_timeout},
     {"send_timeout", kHttpServerLocation, 1, 1, false, ConfScope::Location, send_timeout},
     {"keepalive_timeout", kHttpServerLocation, 1, 1, false, ConfScope::Location, keepalive_timeout},
+    {"internal", kLocationContext, 0, 0, false, ConfScope::Location, internal},
     {"keepalive_requests", kHttpServerLocation, 1, 1, false, ConfScope::Location,
      keepalive_requests},
     {"error_page", kHttpServerLocation, 2, kUnlimitedArgs, false, ConfScope::Location, error_page},

@@ -15,6 +15,9 @@
 //   types { TYPE EXT ...; }                   http, server, location
 //   default_type TYPE                         http, server, location (text/plain)
 //   server_tokens on|off                      http, server, location (on: "Server: tollgate/V")
+//   internal                                  location (not inherited: a client request
+//                                             for it gets 404; internal redirects and
+//                                             subrequests may use it)
 //   sendfile, tcp_nopush, tcp_nodelay on|off; types_hash_max_size, types_hash_bucket_size,
 //   server_names_hash_max_size, server_names_hash_bucket_size, client_header_buffer_size N
 //                                             accepted for nginx configs; tollgate always sends
@@ -62,6 +65,7 @@ struct HttpCoreLocConf : ModuleConf {
     std::shared_ptr<const MimeTypes> types;
     std::optional<std::string> default_type;
     std::optional<bool> server_tokens;
+    bool internal = false;  // not inherited
 
     // The Content-Type for a file name, from its extension, else default_type.
     std::string_view type_for(std::string_view filename) const;
