@@ -10,6 +10,7 @@
 //   auth_jwt_require CLAIM [VALUE ...];            http, server, location    (403 when unmet)
 //   auth_jwt_cache off | max=N [valid=TIME];       http                      (default max=1024
 //                                                                             valid=300s)
+//   auth_jwt_claim_header NAME CLAIM | off;        http, server, location
 // Variables (computed when first used, so a limit_req key in PreAccess can name them):
 //   $jwt_claim_NAME (NAME may be a dotted path: ${jwt_claim_org.team}; arrays joined with ",",
 //   objects as JSON), $jwt_header_NAME, $jwt_status ("ok", "missing" or the failure reason).
@@ -27,6 +28,12 @@
 // with error="insufficient_scope". Logged with their reason and the first 12 hex digits of the
 // token's SHA-256, never the token. Verified tokens are cached per worker (LRU, keyed by SHA-256,
 // never past exp); claims and times are re-checked on every request.
+//
+// auth_jwt_claim_header forwards claim CLAIM (a dotted path; rendered as $jwt_claim_CLAIM) of a
+// valid token to the upstream as request header NAME. A level with any of them replaces its
+// parent's list. In every location of an http block that names a header anywhere, client copies
+// of all those names are removed in the rewrite phase, before any access check, whether or not the
+// location checks tokens, so an upstream never sees a forged identity.
 #include <unistd.h>
 
 #include <cerrno>
@@ -50,9 +57,16 @@ namespace {
 using http::token::iequals;
 
 struct AuthJwtMainConf : ModuleConf {
+    // Every auth_jwt_claim_header name in the http block; client copies are always removed.
+    std::vector<std::string> identity_headers;
     bool cache_set = false;
     size_t cache_max = 1024;
     int64_t cache_valid = 300;  // seconds
+};
+
+struct ClaimHeader {
+    std::string name;
+    std::string claim;  // a dotted path
 };
 
 struct AuthJwtLocConf : ModuleConf {
@@ -67,7 +81,8 @@ struct AuthJwtLocConf : ModuleConf {
     std::optional<std::string> issuer;
     std::optional<std::vector<std::string>> audience;
     std::optional<std::vector<jwt::Requirement>> require;
-    jwt::ClaimRules rules;  // built at merge from the three above
+    jwt::ClaimRules rules;                                  // built at merge from the three above
+    std::optional<std::vector<ClaimHeader>> claim_headers;  // empty: off
 };
 
 size_t auth_jwt_index();
@@ -209,6 +224,38 @@ void log_failure(http::Request& r, const AuthJwtRequestCtx& ctx) {
            static_cast<int>(r.uri.size()), r.uri.data());
 }
 
+// Rewrite phase, in every location of a block that forwards claims: client copies go first.
+Verdict strip_identity_headers(http::Request& r, const void* data) {
+    const auto& main = *static_cast<const AuthJwtMainConf*>(data);
+    for (const std::string& name : main.identity_headers) {
+        std::erase_if(r.head.headers, [&](const http::Header& h) { return iequals(h.name, name); });
+    }
+    return Verdict::Next;
+}
+
+// Adds the auth_jwt_claim_header headers of a valid `token` to the request.
+void forward_claims(http::Request& r, const std::vector<ClaimHeader>& headers,
+                    const jwt::Token& token) {
+    for (const ClaimHeader& h : headers) {
+        const jwt::Json* v = jwt::find_claim(token.payload, h.claim);
+        if (v == nullptr || v->is_null()) continue;
+        std::string_view value;
+        if (v->is_string()) {
+            value = r.copy(v->get_ref<const std::string&>());
+        } else {
+            std::string text;
+            jwt::render_claim(*v, text);
+            value = r.copy(text);
+        }
+        // A claim may hold CR, LF or NUL: such a value is never sent.
+        if (value.empty() ||
+            value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+            continue;
+        }
+        r.head.headers.push_back({h.name, value});
+    }
+}
+
 Verdict access_handler(http::Request& r, const void* data) {
     const auto& conf = *static_cast<const AuthJwtLocConf*>(data);
     AuthJwtRequestCtx& ctx = resolve(r);
@@ -217,6 +264,7 @@ Verdict access_handler(http::Request& r, const void* data) {
     ctx.handled = true;
     if (!ctx.missing && ctx.error == jwt::Error::None) {
         if (first) ++g_counters.ok;
+        if (conf.claim_headers) forward_claims(r, *conf.claim_headers, *ctx.token);
         return Verdict::Next;
     }
     if (first) {
@@ -408,6 +456,38 @@ void set_cache(DirectiveContext& ctx) {
     if (!have_max) ctx.fail("\"auth_jwt_cache\" needs max=N or off");
 }
 
+void set_claim_header(DirectiveContext& ctx) {
+    auto& conf = ctx.conf<AuthJwtLocConf>();
+    if (ctx.nargs() == 1) {
+        if (ctx.arg(0) != "off") {
+            ctx.fail("invalid number of arguments in \"" + ctx.node.name + "\" directive");
+        }
+        if (conf.claim_headers) ctx.duplicate();
+        conf.claim_headers.emplace();
+        return;
+    }
+    if (conf.claim_headers && conf.claim_headers->empty()) {
+        ctx.fail("\"auth_jwt_claim_header off\" is set");
+    }
+    const std::string& name = ctx.arg(0);
+    bool token = !name.empty();
+    for (char c : name) token = token && http::token::is_tchar(c);
+    if (!token) ctx.invalid_value(0, "not a header name");
+    if (ctx.arg(1).empty() || ctx.arg(1).front() == '$') {
+        ctx.invalid_value(1, "a claim name (a dotted path), not a variable");
+    }
+    if (!conf.claim_headers) conf.claim_headers.emplace();
+    for (const ClaimHeader& h : *conf.claim_headers) {
+        if (iequals(h.name, name)) ctx.fail("header \"" + name + "\" is duplicate");
+    }
+    conf.claim_headers->push_back({name, ctx.arg(1)});
+    auto& main =
+        static_cast<AuthJwtMainConf&>(*ctx.builder.generation().main_confs[auth_jwt_index()]);
+    bool known = false;
+    for (const std::string& n : main.identity_headers) known |= iequals(n, name);
+    if (!known) main.identity_headers.push_back(name);
+}
+
 void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
     const auto& parent = static_cast<const AuthJwtLocConf&>(parent_conf);
     auto& child = static_cast<AuthJwtLocConf&>(child_conf);
@@ -424,12 +504,15 @@ void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
     if (!child.issuer) child.issuer = parent.issuer;
     if (!child.audience) child.audience = parent.audience;
     if (!child.require) child.require = parent.require;
+    if (!child.claim_headers) child.claim_headers = parent.claim_headers;
     child.rules.issuer = child.issuer.value_or("");
     child.rules.audience = child.audience.value_or(std::vector<std::string>());
     child.rules.require = child.require.value_or(std::vector<jwt::Requirement>());
 }
 
 void attach(LocationBuilder& lb) {
+    const auto& main = lb.builder().generation().main_conf<AuthJwtMainConf>(auth_jwt_index());
+    if (!main.identity_headers.empty()) lb.add(Phase::Rewrite, strip_identity_headers, &main);
     const auto& conf = lb.conf<AuthJwtLocConf>(auth_jwt_index());
     if (!conf.realm || conf.realm->empty()) return;
     if (!conf.keys || conf.keys->empty()) {
@@ -469,6 +552,7 @@ constexpr Directive kDirectives[] = {
     {"auth_jwt_audience", kHttpAll, 1, kUnlimitedArgs, false, ConfScope::Location, set_audience},
     {"auth_jwt_require", kHttpAll, 1, kUnlimitedArgs, false, ConfScope::Location, set_require},
     {"auth_jwt_cache", kHttpContext, 1, 2, false, ConfScope::Main, set_cache},
+    {"auth_jwt_claim_header", kHttpAll, 1, 2, false, ConfScope::Location, set_claim_header},
 };
 
 }  // namespace

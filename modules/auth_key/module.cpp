@@ -4,6 +4,8 @@
 //   auth_key_source header:NAME | bearer | query:NAME ...;   http, server, location
 //   auth_key_forward_header NAME VALUE | off;     http, server, location
 //   auth_key_hide_credentials on | off;           http, server, location
+//   auth_key_allow FIELD VALUE ... | all;         http, server, location
+//   auth_key_deny FIELD VALUE ... | all;          http, server, location
 // Variables (computed when first used, so limit_req/limit_quota keys in PreAccess can use them):
 //   $consumer_id $consumer_tier $consumer_NAME (a record's attribute) $auth_key_status
 //   ("ok", "missing", "unknown", "revoked") $auth_key_hash (the first 12 hex digits of the
@@ -17,7 +19,7 @@
 //
 // In every location of an http block that has a store, client copies of the identity headers
 // (X-Consumer-Id, X-Consumer-Tier and every name given to auth_key_forward_header anywhere in the
-// block) are removed from the request before the content phase, whether or not a key was
+// block) are removed from the request in the rewrite phase, whether or not a key was
 // required or valid, and whatever that location forwards;
 // then, for an authenticated consumer, the configured headers are added. With
 // auth_key_hide_credentials on (the default) every configured key source (its headers, a Bearer
@@ -26,10 +28,18 @@
 // WWW-Authenticate: "Bearer" when the first source is bearer, else "ApiKey" (no standard scheme
 // exists for key headers), with error="invalid_token" and error_description as RFC 6750 (none when
 // no key was sent, RFC 6750 3.1), and the JSON body of Request::respond_error.
+//
+// auth_key_allow / auth_key_deny authorize consumers as nginx's allow / deny authorize addresses:
+// the rules of a level are checked in order and the first that matches decides; a level with no
+// rules inherits its parent's; no match allows. FIELD is "id", "tier" or a record attribute;
+// a rule matches when the consumer's FIELD equals one of the VALUEs. "all" matches every caller,
+// the anonymous one of "auth_key optional" too (who matches no other rule). A denied consumer
+// gets 403 (JSON body), logged at warn with the consumer id.
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -75,6 +85,14 @@ struct AuthKeyMainConf : ModuleConf {
     std::vector<std::string> identity_headers{"X-Consumer-Id", "X-Consumer-Tier"};
 };
 
+// One auth_key_allow / auth_key_deny rule.
+struct AccessRule {
+    bool allow = false;
+    enum Field : uint8_t { All, Id, Tier, Attr } field = All;
+    std::string attr;  // for Attr
+    std::vector<std::string> values;
+};
+
 struct AuthKeyLocConf : ModuleConf {
     std::optional<Mode> mode;
     std::string mode_file;
@@ -82,6 +100,7 @@ struct AuthKeyLocConf : ModuleConf {
     std::optional<std::vector<Source>> sources;
     std::optional<std::vector<ForwardHeader>> forward;  // empty: forwarding off
     std::optional<bool> hide_credentials;
+    std::optional<std::vector<AccessRule>> rules;
 };
 
 const std::vector<Source>& default_sources() {
@@ -106,7 +125,7 @@ size_t auth_key_index();
 // ---- per-worker counters ----------------------------------------------------------------------
 
 struct Counters {
-    uint64_t ok = 0, missing = 0, unknown = 0, revoked = 0;
+    uint64_t ok = 0, missing = 0, unknown = 0, revoked = 0, denied = 0;
 };
 Counters g_counters;
 
@@ -330,11 +349,45 @@ Verdict reject(http::Request& r, const AuthKeyLocConf& conf, std::string_view de
     return v;
 }
 
+// Whether `rules` let `consumer` (null: an anonymous caller) in: the first matching rule decides.
+bool allowed(const std::vector<AccessRule>& rules, const KeyRecord* consumer) {
+    for (const AccessRule& rule : rules) {
+        bool match = rule.field == AccessRule::All;
+        if (!match && consumer != nullptr) {
+            const std::string* v = rule.field == AccessRule::Id     ? &consumer->consumer
+                                   : rule.field == AccessRule::Tier ? &consumer->tier
+                                                                    : consumer->attr(rule.attr);
+            match = v != nullptr &&
+                    std::find(rule.values.begin(), rule.values.end(), *v) != rule.values.end();
+        }
+        if (match) return rule.allow;
+    }
+    return true;
+}
+
+Verdict deny(http::Request& r, const AuthKeyRequestCtx& ctx) {
+    ++g_counters.denied;
+    const char* who = ctx.record != nullptr ? ctx.record->consumer.c_str() : "-";
+    LOG_WARN(
+        "auth_key: consumer \"%s\" denied by auth_key_allow/deny, client: %.*s, request: "
+        "\"%.*s %.*s\"",
+        who, static_cast<int>(r.conn.remote_addr.size()), r.conn.remote_addr.data(),
+        static_cast<int>(r.head.method_name.size()), r.head.method_name.data(),
+        static_cast<int>(r.uri.size()), r.uri.data());
+    return r.respond_error(403, "consumer not allowed");
+}
+
+// Rewrite phase, in every location of a block with a store: client copies of identity headers
+// go, before any access check runs (one that "satisfy any" skips must not let them through).
+Verdict strip_identity_headers(http::Request& r, const void* data) {
+    const auto& main = *static_cast<const AuthKeyMainConf*>(data);
+    for (const std::string& name : main.identity_headers) remove_headers(r, name);
+    return Verdict::Next;
+}
+
 Verdict access_handler(http::Request& r, const void* data) {
     const auto& conf = *static_cast<const AuthKeyLocConf*>(data);
     const auto& forward = conf.forward ? *conf.forward : default_forward();
-    const auto& main = r.generation.main_conf<AuthKeyMainConf>(auth_key_index());
-    for (const std::string& name : main.identity_headers) remove_headers(r, name);  // always
     if (conf.mode.value_or(Mode::Off) == Mode::Off) return Verdict::Next;
 
     AuthKeyRequestCtx& ctx = resolve(r);
@@ -397,8 +450,9 @@ Verdict access_handler(http::Request& r, const void* data) {
     }
     switch (ctx.status) {
         case Status::Missing:
-            if (conf.mode == Mode::Optional) return Verdict::Next;
-            return reject(r, conf, "API key required");
+            if (conf.mode != Mode::Optional) return reject(r, conf, "API key required");
+            if (conf.rules && !allowed(*conf.rules, nullptr)) return deny(r, ctx);
+            return Verdict::Next;
         case Status::Unknown:
             return reject(r, conf, "invalid API key");
         case Status::Revoked:
@@ -408,6 +462,7 @@ Verdict access_handler(http::Request& r, const void* data) {
         default:
             return Verdict::Next;
     }
+    if (conf.rules && !allowed(*conf.rules, ctx.record)) return deny(r, ctx);
     for (const ForwardHeader& f : forward) {
         std::string_view v;
         if (f.field == ForwardHeader::Id) {
@@ -552,6 +607,31 @@ void set_hide(DirectiveContext& ctx) {
     conf.hide_credentials = ctx.flag_arg(0);
 }
 
+// auth_key_allow / auth_key_deny FIELD VALUE ... | all
+void set_rule(DirectiveContext& ctx) {
+    auto& conf = ctx.conf<AuthKeyLocConf>();
+    AccessRule rule;
+    rule.allow = ctx.node.name == "auth_key_allow";
+    const std::string& field = ctx.arg(0);
+    if (field == "all") {
+        if (ctx.nargs() > 1) ctx.invalid_value(1, "\"all\" takes no values");
+    } else {
+        if (ctx.nargs() < 2) {
+            ctx.fail("invalid number of arguments in \"" + ctx.node.name + "\" directive");
+        }
+        if (field.empty() || field.front() == '$') {
+            ctx.invalid_value(0, "it must be \"all\", \"id\", \"tier\" or an attribute name");
+        }
+        rule.field = field == "id"     ? AccessRule::Id
+                     : field == "tier" ? AccessRule::Tier
+                                       : AccessRule::Attr;
+        rule.attr = field;
+        for (size_t i = 1; i < ctx.nargs(); ++i) rule.values.push_back(ctx.arg(i));
+    }
+    if (!conf.rules) conf.rules.emplace();
+    conf.rules->push_back(std::move(rule));
+}
+
 void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
     const auto& parent = static_cast<const AuthKeyLocConf&>(parent_conf);
     auto& child = static_cast<AuthKeyLocConf&>(child_conf);
@@ -563,6 +643,7 @@ void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
     if (!child.sources) child.sources = parent.sources;
     if (!child.forward) child.forward = parent.forward;
     if (!child.hide_credentials) child.hide_credentials = parent.hide_credentials;
+    if (!child.rules) child.rules = parent.rules;
 }
 
 void attach(LocationBuilder& lb) {
@@ -576,16 +657,17 @@ void attach(LocationBuilder& lb) {
         }
         return;
     }
+    lb.add(Phase::Rewrite, strip_identity_headers, &main);
     lb.add(Phase::Access, access_handler, &conf);
 }
 
 void exit_worker(const ConfigGeneration&) {
-    if (g_counters.ok + g_counters.missing + g_counters.unknown + g_counters.revoked == 0) return;
-    LOG_INFO("auth_key: %llu accepted, %llu missing, %llu unknown, %llu revoked",
-             static_cast<unsigned long long>(g_counters.ok),
-             static_cast<unsigned long long>(g_counters.missing),
-             static_cast<unsigned long long>(g_counters.unknown),
-             static_cast<unsigned long long>(g_counters.revoked));
+    const Counters& c = g_counters;
+    if (c.ok + c.missing + c.unknown + c.revoked + c.denied == 0) return;
+    LOG_INFO("auth_key: %llu accepted, %llu missing, %llu unknown, %llu revoked, %llu denied",
+             static_cast<unsigned long long>(c.ok), static_cast<unsigned long long>(c.missing),
+             static_cast<unsigned long long>(c.unknown), static_cast<unsigned long long>(c.revoked),
+             static_cast<unsigned long long>(c.denied));
 }
 
 constexpr uint32_t kHttpAll = kHttpContext | kServerContext | kLocationContext;
@@ -596,6 +678,8 @@ constexpr Directive kDirectives[] = {
     {"auth_key_source", kHttpAll, 1, 8, false, ConfScope::Location, set_source},
     {"auth_key_forward_header", kHttpAll, 1, 2, false, ConfScope::Location, set_forward},
     {"auth_key_hide_credentials", kHttpAll, 1, 1, false, ConfScope::Location, set_hide},
+    {"auth_key_allow", kHttpAll, 1, kUnlimitedArgs, false, ConfScope::Location, set_rule},
+    {"auth_key_deny", kHttpAll, 1, kUnlimitedArgs, false, ConfScope::Location, set_rule},
 };
 
 }  // namespace

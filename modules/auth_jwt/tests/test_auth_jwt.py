@@ -593,3 +593,104 @@ def test_internal_redirect_is_checked_again(tollgate_factory, up, keys):
     status, _, body = request(t, "/r", bearer(admin))
     assert status == 200
     assert upstream_headers(body)["x-user-id"] == ["a"]
+
+
+# ---- auth_jwt_claim_header ----------------------------------------------------------------------
+
+
+def test_claim_headers_forwarded_and_spoofed_copies_stripped_everywhere(tollgate_factory, up, keys):
+    block = (
+        "http {\n"
+        "    auth_jwt_claim_header X-User-Id sub;\n"
+        "    server {\n        listen 127.0.0.1:{port};\n"
+        f"{all_keys(keys)}\n"
+        "        location / {\n"
+        "            auth_jwt \"api\";\n"
+        "            auth_jwt_claim_header X-User-Id sub;\n"
+        "            auth_jwt_claim_header X-Team org.team;\n"
+        "            auth_jwt_claim_header X-Scopes scope;\n"
+        f"            proxy_pass http://{up.addr};\n"
+        "        }\n"
+        "        location /inherits/ {\n"
+        "            auth_jwt \"api\";\n"
+        f"            proxy_pass http://{up.addr};\n"
+        "        }\n"
+        "        location /open/ {\n"
+        f"            proxy_pass http://{up.addr};\n"
+        "        }\n"
+        "    }\n}\n")
+    t = tollgate_factory(block)
+    t.start()
+    spoof = {"X-User-Id": "root", "x-team": "admins", "X-SCOPES": "everything"}
+    tok = mint(keys, "RS256", {"sub": "alice", "org": {"team": "core"}, "scope": ["a", "b"]})
+
+    status, _, body = request(t, "/x", {**bearer(tok), **spoof})
+    assert status == 200, body
+    h = upstream_headers(body)
+    assert h["x-user-id"] == ["alice"]
+    assert h["x-team"] == ["core"]
+    assert h["x-scopes"] == ["a,b"]  # an array claim joined as $jwt_claim_ joins it
+
+    # A claim the token lacks: no header at all, and never the client's copy.
+    status, _, body = request(t, "/x", {**bearer(mint(keys, "ES256", {"sub": "bob"})), **spoof})
+    assert status == 200, body
+    h = upstream_headers(body)
+    assert h["x-user-id"] == ["bob"]
+    assert "x-team" not in h and "x-scopes" not in h
+
+    # The http level's list is inherited by a location without its own.
+    status, _, body = request(t, "/inherits/x", {**bearer(tok), **spoof})
+    h = upstream_headers(body)
+    assert status == 200 and h["x-user-id"] == ["alice"]
+    assert "x-team" not in h and "x-scopes" not in h
+
+    # A location that checks no token still strips every name used in the block.
+    status, _, body = request(t, "/open/x", spoof)
+    assert status == 200, body
+    h = upstream_headers(body)
+    assert "x-user-id" not in h and "x-team" not in h and "x-scopes" not in h
+
+    # A rejected token: 401, and nothing reaches the upstream.
+    before = len(up.log)
+    status, _, _ = request(t, "/x", {**bearer(tamper(tok)), **spoof})
+    assert status == 401
+    assert len(up.log) == before
+
+
+def test_claim_header_with_a_control_character_is_not_sent(tollgate_factory, up, keys):
+    block = (
+        "http {\n"
+        "    server {\n        listen 127.0.0.1:{port};\n"
+        f"{all_keys(keys)}\n"
+        "        location / {\n"
+        "            auth_jwt \"api\";\n"
+        "            auth_jwt_claim_header X-Note note;\n"
+        f"            proxy_pass http://{up.addr};\n"
+        "        }\n    }\n}\n")
+    t = tollgate_factory(block)
+    t.start()
+    status, _, body = request(t, "/", bearer(mint(keys, "HS256", {"note": "a\r\nX-Evil: 1"})))
+    assert status == 200, body
+    h = upstream_headers(body)
+    assert "x-note" not in h and "x-evil" not in h
+
+
+@pytest.mark.parametrize("directive,message", [
+    ("auth_jwt_claim_header X-A;", 'invalid number of arguments in "auth_jwt_claim_header"'),
+    ("auth_jwt_claim_header X-A $jwt_claim_sub;", "not a variable"),
+    ("auth_jwt_claim_header \"X A\" sub;", "not a header name"),
+    ("auth_jwt_claim_header X-A sub; auth_jwt_claim_header x-a team;", 'header "x-a" is duplicate'),
+    ("auth_jwt_claim_header off; auth_jwt_claim_header X-A sub;",
+     '"auth_jwt_claim_header off" is set'),
+])
+def test_claim_header_config_errors(tollgate_factory, up, keys, directive, message):
+    block = (
+        "http {\n    server {\n        listen 127.0.0.1:{port};\n"
+        f"        location / {{\n            {directive}\n"
+        f"            proxy_pass http://{up.addr};\n        }}\n    }}\n}}\n")
+    t = tollgate_factory(block)
+    code, err = t.test_config()
+    assert code != 0
+    assert message in err, err
+    line = t.render(block).splitlines().index("            " + directive) + 1
+    assert f"tollgate.conf:{line}:" in err, err

@@ -691,3 +691,93 @@ def test_lmdb_store_missing_is_a_config_error(tollgate_factory, up, tmp_path):
     t = make(tollgate_factory, up, "lmdb:" + str(tmp_path / "none.mdb"), start=False)
     rc, err = t.test_config()
     assert rc == 1 and f"{t.conf_path}:" in err and "none.mdb" in err
+
+
+# ---- authorization: auth_key_allow / auth_key_deny ----------------------------------------------
+
+
+def test_allow_and_deny_by_consumer_tier_and_attribute(tollgate_factory, up, store):
+    gold = add_key(store, "alice", "gold", "team=infra")
+    silver = add_key(store, "bob", "silver", "team=web")
+    free = add_key(store, "carol", "free", "team=infra")
+    banned = add_key(store, "mallory", "gold", "team=infra")
+    body = f"""
+        auth_key on;
+        location / {{
+            auth_key_deny id mallory;
+            auth_key_allow tier gold silver;
+            auth_key_deny all;
+            proxy_pass http://{up.addr};
+        }}
+        location /infra/ {{
+            auth_key_allow team infra;
+            auth_key_deny all;
+            proxy_pass http://{up.addr};
+        }}
+        location /open/ {{
+            auth_key optional;
+            auth_key_deny tier free;
+            proxy_pass http://{up.addr};
+        }}
+        location /inherit/ {{
+            proxy_pass http://{up.addr};
+        }}
+    """
+    t = make(tollgate_factory, up, store, body=body)
+    cases = [
+        ("/x", gold, 200), ("/x", silver, 200), ("/x", free, 403), ("/x", banned, 403),
+        ("/infra/x", gold, 200), ("/infra/x", silver, 403), ("/infra/x", free, 200),
+        ("/open/x", gold, 200), ("/open/x", free, 403), ("/open/x", None, 200),
+        ("/inherit/x", free, 200),  # no rules at the server level: nothing inherited
+    ]
+    for path, key, expect in cases:
+        before = len(up.log)
+        status, h, body_ = request(t, path, {"X-API-Key": key} if key else {})
+        assert status == expect, (path, key, body_)
+        if expect == 403:
+            assert h["content-type"] == "application/json"
+            assert json.loads(body_)["status"] == 403
+            assert len(up.log) == before  # a denied consumer never reaches the upstream
+    # Still 401 before any rule: authentication comes first.
+    assert request(t, "/x", {"X-API-Key": "tg_" + "0" * 43})[0] == 401
+    assert request(t, "/x")[0] == 401
+    t.stop()
+    err = t.error_log()
+    assert 'consumer "mallory" denied' in err and 'consumer "carol" denied' in err
+    assert banned not in err and free not in err
+
+
+def test_deny_all_applies_to_the_anonymous_caller(tollgate_factory, up, store):
+    key = add_key(store, "alice", "gold")
+    body = f"""
+        location / {{
+            auth_key optional;
+            auth_key_allow tier gold;
+            auth_key_deny all;
+            proxy_pass http://{up.addr};
+        }}
+    """
+    t = make(tollgate_factory, up, store, body=body)
+    assert request(t, "/", {"X-API-Key": key})[0] == 200
+    assert request(t, "/")[0] == 403
+
+
+@pytest.mark.parametrize("snippet,expect", [
+    ("auth_key_allow tier;", 'invalid number of arguments in "auth_key_allow"'),
+    ("auth_key_deny all x;", '"all" takes no values'),
+    ("auth_key_allow $consumer_tier gold;", 'invalid value "$consumer_tier"'),
+])
+def test_rule_config_errors(tollgate_factory, up, store, snippet, expect):
+    add_key(store, "alice")
+    body = f"""
+        location / {{
+            auth_key on;
+            {snippet}
+            proxy_pass http://{up.addr};
+        }}
+    """
+    t = make(tollgate_factory, up, store, body=body, start=False)
+    code, err = t.test_config()
+    assert code != 0
+    assert expect in err, err
+    assert "tollgate.conf:" in err, err
