@@ -38,7 +38,6 @@
 #include <cstring>
 #include <ctime>
 #include <list>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -187,8 +186,22 @@ bool claim_has(const Json& v, std::string_view value) {
 
 struct Answer {
     bool active = false;
-    std::string reason;  // why not active
+    std::string_view reason;  // why not active (static text)
     std::shared_ptr<const Json> claims;
+};
+
+// Cache and in-flight entries are per endpoint and token digest.
+struct Key {
+    const void* endpoint = nullptr;
+    Digest digest{};
+    bool operator==(const Key& o) const = default;
+};
+struct KeyHash {
+    size_t operator()(const Key& k) const {
+        size_t h;
+        std::memcpy(&h, k.digest.data(), sizeof(h));  // already uniformly distributed
+        return h ^ reinterpret_cast<uintptr_t>(k.endpoint);
+    }
 };
 
 struct Counters {
@@ -202,7 +215,7 @@ EventLoop* g_loop = nullptr;
 class AnswerCache {
   public:
     explicit AnswerCache(size_t capacity) : capacity_(capacity) {}
-    const Answer* find(const std::string& key, int64_t now) {
+    const Answer* find(const Key& key, int64_t now) {
         auto it = map_.find(key);
         if (it == map_.end()) return nullptr;
         if (it->second->expires <= now) {
@@ -213,7 +226,7 @@ class AnswerCache {
         lru_.splice(lru_.begin(), lru_, it->second);
         return &it->second->answer;
     }
-    void insert(const std::string& key, const Answer& a, int64_t expires) {
+    void insert(const Key& key, const Answer& a, int64_t expires) {
         auto it = map_.find(key);
         if (it != map_.end()) {
             lru_.erase(it->second);
@@ -229,13 +242,13 @@ class AnswerCache {
 
   private:
     struct Entry {
-        std::string key;
+        Key key;
         Answer answer;
         int64_t expires;
     };
     size_t capacity_;
     std::list<Entry> lru_;
-    std::unordered_map<std::string, std::list<Entry>::iterator> map_;
+    std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> map_;
 };
 std::unique_ptr<AnswerCache> g_cache;
 
@@ -246,7 +259,7 @@ struct InFlight {
     std::unique_ptr<http::Fetch> fetch;
     std::vector<Waiter*> waiters;
 };
-std::map<std::string, InFlight> g_inflight;
+std::unordered_map<Key, InFlight, KeyHash> g_inflight;
 
 // ---- the per-request state --------------------------------------------------------------------
 
@@ -255,16 +268,16 @@ enum class State : uint8_t { Unknown, Missing, Waiting, Done, Unavailable };
 class Waiter final : public http::RequestTask {
   public:
     http::Request* r = nullptr;
-    std::string* key = nullptr;  // the in-flight entry's key
+    Key key;  // the in-flight entry it waits on
     void abort() override;
 };
 
 struct IntrospectRequestCtx {
     State state = State::Unknown;
     Answer answer;
-    std::string key;  // endpoint + digest
+    Key key;
     char hash_prefix[13] = {};
-    std::string unavailable;  // why the endpoint gave no answer
+    std::string unavailable;  // why the endpoint gave no answer (only set on failures)
     Waiter waiter;
 };
 
@@ -282,7 +295,7 @@ IntrospectRequestCtx& request_ctx(http::Request& r) {
 
 void Waiter::abort() {
     r->task = nullptr;
-    auto it = g_inflight.find(*key);
+    auto it = g_inflight.find(key);
     if (it == g_inflight.end()) return;
     auto& w = it->second.waiters;
     w.erase(std::remove(w.begin(), w.end(), this), w.end());
@@ -460,7 +473,7 @@ bool parse_reply(http::FetchResult& res, int64_t now, Answer& out, int64_t& exp,
     return true;
 }
 
-void introspected(const std::string& key, const IntrospectMainConf& main, http::FetchResult& res) {
+void introspected(const Key& key, const IntrospectMainConf& main, http::FetchResult& res) {
     auto it = g_inflight.find(key);
     if (it == g_inflight.end()) return;
     std::vector<Waiter*> waiters = std::move(it->second.waiters);
@@ -496,7 +509,10 @@ void introspected(const std::string& key, const IntrospectMainConf& main, http::
 Verdict access_handler(http::Request& r, const void* data) {
     const auto& conf = *static_cast<const IntrospectLocConf*>(data);
     IntrospectRequestCtx& ctx = request_ctx(r);
-    if (ctx.state == State::Done) return decide(r, conf, ctx);  // again after a redirect
+    const Endpoint* ep = conf.endpoint->get();
+    if (ctx.state == State::Done && ctx.key.endpoint == ep) {
+        return decide(r, conf, ctx);  // again after an internal redirect
+    }
     std::string_view token = conf.token ? conf.token->evaluate(r) : bearer_token(r);
     if (token.empty()) {
         ctx.state = State::Missing;
@@ -514,9 +530,8 @@ Verdict access_handler(http::Request& r, const void* data) {
         ctx.hash_prefix[2 * i] = kHex[d[i] >> 4];
         ctx.hash_prefix[2 * i + 1] = kHex[d[i] & 15];
     }
-    const Endpoint* ep = conf.endpoint->get();
-    ctx.key.assign(reinterpret_cast<const char*>(&ep), sizeof(ep));
-    ctx.key.append(reinterpret_cast<const char*>(d.data()), d.size());
+    ctx.key.endpoint = ep;
+    ctx.key.digest = d;
     int64_t now = static_cast<int64_t>(std::time(nullptr));
     if (g_cache) {
         if (const Answer* a = g_cache->find(ctx.key, now)) {
@@ -529,7 +544,7 @@ Verdict access_handler(http::Request& r, const void* data) {
     ctx.state = State::Waiting;
     ctx.waiter.r = &r;
     auto [it, fresh] = g_inflight.try_emplace(ctx.key);
-    ctx.waiter.key = const_cast<std::string*>(&it->first);
+    ctx.waiter.key = ctx.key;
     it->second.waiters.push_back(&ctx.waiter);
     r.task = &ctx.waiter;
     if (!fresh) return Verdict::Suspend;  // joins the introspection of the same token
@@ -550,7 +565,7 @@ Verdict access_handler(http::Request& r, const void* data) {
     form_encode(token, req.body);
     req.body += "&token_type_hint=access_token";
     const auto* main = &r.generation.main_conf<IntrospectMainConf>(introspect_index());
-    std::string key = ctx.key;
+    Key key = ctx.key;
     it->second.fetch = http::fetch(*g_loop, std::move(req), [key, main](http::FetchResult& res) {
         introspected(key, *main, res);
     });

@@ -728,12 +728,12 @@ void exit_worker(const ConfigGeneration&) {
     const Counters& c = g_counters;
     if (c.ok + c.missing + c.invalid + c.forbidden + c.unavailable == 0) return;
     LOG_INFO(
-        "auth_jwt: %llu accepted, %llu missing, %llu invalid, %llu forbidden, "
-        "%llu without keys, %llu cache hits",
+        "auth_jwt: %llu accepted, %llu missing, %llu invalid, %llu forbidden, %llu cache hits, "
+        "%llu without keys",
         static_cast<unsigned long long>(c.ok), static_cast<unsigned long long>(c.missing),
         static_cast<unsigned long long>(c.invalid), static_cast<unsigned long long>(c.forbidden),
-        static_cast<unsigned long long>(c.unavailable),
-        static_cast<unsigned long long>(c.cache_hits));
+        static_cast<unsigned long long>(c.cache_hits),
+        static_cast<unsigned long long>(c.unavailable));
 }
 
 constexpr uint32_t kHttpAll = kHttpContext | kServerContext | kLocationContext;
