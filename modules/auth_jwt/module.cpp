@@ -11,6 +11,9 @@
 //   auth_jwt_cache off | max=N [valid=TIME];       http                      (default max=1024
 //                                                                             valid=300s)
 //   auth_jwt_claim_header NAME CLAIM | off;        http, server, location
+//   auth_jwt_jwks_uri URL [refresh=TIME] [min_refresh=TIME] [timeout=TIME]
+//                     [ssl_verify=on|off] [ssl_trusted_certificate=FILE];
+//                                                  http, server, location    (fetched by workers)
 // Variables (computed when first used, so a limit_req key in PreAccess can name them):
 //   $jwt_claim_NAME (NAME may be a dotted path: ${jwt_claim_org.team}; arrays joined with ",",
 //   objects as JSON), $jwt_header_NAME, $jwt_status ("ok", "missing" or the failure reason).
@@ -34,8 +37,18 @@
 // parent's list. In every location of an http block that names a header anywhere, client copies
 // of all those names are removed in the rewrite phase, before any access check, whether or not the
 // location checks tokens, so an upstream never sees a forged identity.
+//
+// auth_jwt_jwks_uri: each worker fetches the JWKS at start (core/http/fetch.hpp) and again every
+// `refresh` (5m); a failed fetch keeps the keys it had and logs why, and is retried after
+// `min_refresh`. A token that none of the keys match (unknown kid) starts an early fetch, at
+// most once per `min_refresh` (10s), and waits for it (Suspend, bounded by `timeout`, 10s),
+// then is checked again: still unknown -> 401. Until a first fetch succeeded, a token that
+// needs those keys gets 503 with Retry-After. Keys from the URI are tried after the key files.
+// The host is resolved when the config is read (as proxy_pass); https verifies the peer
+// against ssl_trusted_certificate (or the system's CAs) unless ssl_verify=off.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -45,7 +58,10 @@
 #include <vector>
 
 #include "core/config/error.hpp"
+#include "core/config/values.hpp"
+#include "core/event_loop.hpp"
 #include "core/generation.hpp"
+#include "core/http/fetch.hpp"
 #include "core/http/http_token.hpp"
 #include "core/http/request.hpp"
 #include "core/log.hpp"
@@ -56,12 +72,25 @@ namespace {
 
 using http::token::iequals;
 
+// One auth_jwt_jwks_uri directive; the locations that inherit it share it (and its keys).
+struct JwksSource {
+    std::string url_text;
+    http::FetchUrl url;
+    std::vector<sockaddr_storage> addresses;  // resolved at load
+    std::shared_ptr<const http::FetchTlsContext> tls;
+    uint64_t refresh_ms = 300000;
+    uint64_t min_refresh_ms = 10000;
+    uint64_t timeout_ms = 10000;
+    size_t index = 0;  // in AuthJwtMainConf::sources and the worker's state
+};
+
 struct AuthJwtMainConf : ModuleConf {
     // Every auth_jwt_claim_header name in the http block; client copies are always removed.
     std::vector<std::string> identity_headers;
     bool cache_set = false;
     size_t cache_max = 1024;
     int64_t cache_valid = 300;  // seconds
+    std::vector<std::shared_ptr<JwksSource>> sources;
 };
 
 struct ClaimHeader {
@@ -76,6 +105,7 @@ struct AuthJwtLocConf : ModuleConf {
     std::string realm_file;
     int realm_line = 0;
     std::shared_ptr<jwt::KeySet> keys;
+    std::shared_ptr<const JwksSource> jwks;
     std::optional<jwt::AlgSet> algs;
     std::optional<int64_t> leeway;
     std::optional<std::string> issuer;
@@ -90,15 +120,51 @@ size_t auth_jwt_index();
 // ---- per-worker state -------------------------------------------------------------------------
 
 struct Counters {
-    uint64_t ok = 0, missing = 0, invalid = 0, forbidden = 0, cache_hits = 0;
+    uint64_t ok = 0, missing = 0, invalid = 0, forbidden = 0, unavailable = 0, cache_hits = 0;
 };
 Counters g_counters;
 std::unique_ptr<jwt::VerifyCache> g_cache;
+EventLoop* g_loop = nullptr;
+
+class JwksWait;
+
+// A worker's view of one JWKS URI: the keys of the last good fetch and the fetch under way.
+struct WorkerJwks {
+    const JwksSource* src = nullptr;
+    std::shared_ptr<const jwt::KeySet> keys;  // null until a fetch succeeded
+    std::string body;                         // the document those keys came from
+    std::unique_ptr<http::Fetch> inflight;
+    std::unique_ptr<Timer> timer;  // the next refresh
+    bool started = false;
+    uint64_t last_start_ms = 0;
+    std::vector<JwksWait*> waiters;  // requests suspended until the fetch under way ends
+};
+std::vector<WorkerJwks> g_jwks;
+
+uint64_t mono_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void start_fetch(WorkerJwks& w, const char* why);
 
 // ---- the per-request verification ------------------------------------------------------------
 
+// A request suspended until its JWKS fetch ends (the worker aborts it if the client goes).
+class JwksWait final : public http::RequestTask {
+  public:
+    http::Request* r = nullptr;
+    size_t source = 0;
+    void abort() override;
+};
+
 struct AuthJwtRequestCtx {
     bool resolved = false;
+    bool waited = false;        // this request already waited for a JWKS fetch (once at most)
+    bool jwks_unknown = false;  // no key matched and the location has a jwks_uri
+    size_t jwks_source = 0;
+    JwksWait wait;
     const void* location = nullptr;  // resolved for this location (an internal redirect re-checks)
     bool applies = false;            // auth_jwt is on in the request's location
     bool missing = false;
@@ -128,12 +194,14 @@ AuthJwtRequestCtx& resolve(http::Request& r) {
                       ctx);
         r.set_module_ctx(idx, ctx);
     }
+    bool waited = ctx->waited;
     *ctx = AuthJwtRequestCtx();
+    ctx->waited = waited;
     ctx->resolved = true;
     ctx->location = r.location;
     if (r.location == nullptr) return *ctx;
     const auto& conf = r.loc_conf<AuthJwtLocConf>(idx);
-    if (!conf.realm || conf.realm->empty() || !conf.keys) return *ctx;
+    if (!conf.realm || conf.realm->empty() || (!conf.keys && !conf.jwks)) return *ctx;
     ctx->applies = true;
 
     std::string_view token = conf.has_token ? conf.token.evaluate(r) : bearer_token(r);
@@ -153,7 +221,13 @@ AuthJwtRequestCtx& resolve(http::Request& r) {
     int64_t now = static_cast<int64_t>(std::time(nullptr));
     jwt::AlgSet algs = conf.algs.value_or(jwt::kAllAlgs);
     const jwt::KeySet* keys = conf.keys.get();
-    if (hashed && g_cache) ctx->token = g_cache->find(d, keys, now);
+    // Keys fetched from auth_jwt_jwks_uri (this worker's latest), tried after the files.
+    std::shared_ptr<const jwt::KeySet> fetched;
+    if (conf.jwks && conf.jwks->index < g_jwks.size()) fetched = g_jwks[conf.jwks->index].keys;
+    if (hashed && g_cache) {
+        if (keys != nullptr) ctx->token = g_cache->find(d, keys, now);
+        if (!ctx->token && fetched) ctx->token = g_cache->find(d, fetched.get(), now);
+    }
     if (ctx->token) {
         ++g_counters.cache_hits;
         // Cached under another location's list, perhaps: the allowlist is this location's.
@@ -164,14 +238,31 @@ AuthJwtRequestCtx& resolve(http::Request& r) {
         }
     } else {
         auto t = std::make_shared<jwt::Token>();
-        ctx->error = jwt::verify_token(token, *keys, algs, *t);
+        const jwt::KeySet* used = keys;
+        ctx->error = jwt::Error::NoKey;
+        if (keys != nullptr && !keys->empty())
+            ctx->error = jwt::verify_token(token, *keys, algs, *t);
+        if (fetched &&
+            (ctx->error == jwt::Error::NoKey || ctx->error == jwt::Error::BadSignature)) {
+            auto t2 = std::make_shared<jwt::Token>();
+            jwt::Error e2 = jwt::verify_token(token, *fetched, algs, *t2);
+            if (e2 == jwt::Error::None || ctx->error == jwt::Error::NoKey) {
+                ctx->error = e2;
+                t = std::move(t2);
+                used = fetched.get();
+            }
+        }
+        if (ctx->error == jwt::Error::NoKey && conf.jwks) {
+            ctx->jwks_unknown = true;
+            ctx->jwks_source = conf.jwks->index;
+        }
         if (ctx->error != jwt::Error::None) return *ctx;
         ctx->token = t;
         if (hashed && g_cache) {
             auto& main = r.generation.main_conf<AuthJwtMainConf>(idx);
             int64_t expires = now + main.cache_valid;
             if (t->has_exp && t->exp < expires) expires = t->exp;
-            if (expires > now) g_cache->insert(d, keys, std::move(t), expires);
+            if (expires > now) g_cache->insert(d, used, std::move(t), expires);
         }
     }
     ctx->error = jwt::check_times(*ctx->token, now, conf.leeway.value_or(0));
@@ -256,16 +347,31 @@ void forward_claims(http::Request& r, const std::vector<ClaimHeader>& headers,
     }
 }
 
-Verdict access_handler(http::Request& r, const void* data) {
-    const auto& conf = *static_cast<const AuthJwtLocConf*>(data);
-    AuthJwtRequestCtx& ctx = resolve(r);
-    if (!ctx.applies) return Verdict::Next;
+// The one place a request passes auth_jwt (where an "allowed" verdict would go).
+Verdict allowed(http::Request& r, const AuthJwtLocConf& conf, const jwt::Token& token) {
+    if (conf.claim_headers) forward_claims(r, *conf.claim_headers, token);
+    return Verdict::Next;
+}
+
+// The verdict for a resolved request: allowed, or the error response set.
+Verdict decide(http::Request& r, const AuthJwtLocConf& conf, AuthJwtRequestCtx& ctx) {
     bool first = !ctx.handled;
     ctx.handled = true;
     if (!ctx.missing && ctx.error == jwt::Error::None) {
         if (first) ++g_counters.ok;
-        if (conf.claim_headers) forward_claims(r, *conf.claim_headers, *ctx.token);
-        return Verdict::Next;
+        return allowed(r, conf, *ctx.token);
+    }
+    if (ctx.jwks_unknown && ctx.jwks_source < g_jwks.size() && !g_jwks[ctx.jwks_source].keys) {
+        // The keys this token needs were never fetched: the gateway, not the token, is at fault.
+        const WorkerJwks& w = g_jwks[ctx.jwks_source];
+        ++g_counters.unavailable;
+        TG_LOG(log::Level::Warn, "auth_jwt: no keys from \"%s\" yet (sha256 %s...), client: %.*s",
+               w.src->url_text.c_str(), ctx.hash_prefix[0] != 0 ? ctx.hash_prefix : "-",
+               static_cast<int>(r.conn.remote_addr.size()), r.conn.remote_addr.data());
+        uint64_t secs = (w.src->min_refresh_ms + 999) / 1000;
+        Verdict v = r.respond_error(503, "signing keys are not available yet");
+        r.add_header("Retry-After", r.copy(std::to_string(secs < 1 ? 1 : secs)));
+        return v;
     }
     if (first) {
         ++(ctx.missing                              ? g_counters.missing
@@ -293,6 +399,105 @@ Verdict access_handler(http::Request& r, const void* data) {
     Verdict v = r.respond_error(status, description);
     r.add_header("WWW-Authenticate", r.copy(challenge));
     return v;
+}
+
+void JwksWait::abort() {
+    r->task = nullptr;
+    if (source >= g_jwks.size()) return;
+    auto& w = g_jwks[source].waiters;
+    w.erase(std::remove(w.begin(), w.end(), this), w.end());
+}
+
+// A JWKS fetch ended: check the waiting requests again against the keys there are now.
+void wake_waiters(WorkerJwks& w) {
+    std::vector<JwksWait*> waiters = std::move(w.waiters);
+    w.waiters.clear();
+    for (JwksWait* wait : waiters) {
+        http::Request& r = *wait->r;
+        r.task = nullptr;
+        auto* ctx = static_cast<AuthJwtRequestCtx*>(r.module_ctx(auth_jwt_index()));
+        ctx->resolved = false;  // verify again
+        AuthJwtRequestCtx& again = resolve(r);
+        const auto& conf = r.loc_conf<AuthJwtLocConf>(auth_jwt_index());
+        r.resume(decide(r, conf, again));
+    }
+}
+
+Verdict access_handler(http::Request& r, const void* data) {
+    const auto& conf = *static_cast<const AuthJwtLocConf*>(data);
+    AuthJwtRequestCtx& ctx = resolve(r);
+    if (!ctx.applies) return Verdict::Next;
+    if (ctx.jwks_unknown && !ctx.waited && !ctx.missing && ctx.jwks_source < g_jwks.size()) {
+        // No key for this token (an unknown kid, or none fetched yet): fetch the JWKS early,
+        // at most once per min_refresh, and wait for that fetch (or the one under way).
+        WorkerJwks& w = g_jwks[ctx.jwks_source];
+        if (!w.inflight && (!w.started || mono_ms() - w.last_start_ms >= w.src->min_refresh_ms)) {
+            start_fetch(w, w.keys ? "unknown key" : "no keys yet");
+        }
+        if (w.inflight) {
+            ctx.waited = true;
+            ctx.wait.r = &r;
+            ctx.wait.source = ctx.jwks_source;
+            r.task = &ctx.wait;
+            w.waiters.push_back(&ctx.wait);
+            return Verdict::Suspend;
+        }
+    }
+    return decide(r, conf, ctx);
+}
+
+// ---- fetching auth_jwt_jwks_uri (per worker) --------------------------------------------------
+
+void fetched(WorkerJwks& w, http::FetchResult& res) {
+    const JwksSource& src = *w.src;
+    std::string error;
+    if (!res.ok) {
+        error = res.error;
+    } else if (res.status != 200) {
+        error = "status " + std::to_string(res.status);
+    } else if (res.body == w.body && w.keys) {
+        LOG_DEBUG("auth_jwt: JWKS from \"%s\" unchanged", src.url_text.c_str());
+    } else {
+        auto ks = std::make_shared<jwt::KeySet>();
+        if (!ks->add_jwks(res.body, error)) {
+            error = "invalid JWKS: " + error;
+        } else if (ks->empty()) {
+            error = "the JWKS has no signing keys";
+        } else {
+            LOG_INFO("auth_jwt: %zu keys from \"%s\"", ks->keys().size(), src.url_text.c_str());
+            w.keys = std::move(ks);
+            w.body = std::move(res.body);
+            // Tokens verified with keys that may be gone must be verified again.
+            if (g_cache) g_cache = std::make_unique<jwt::VerifyCache>(g_cache->capacity());
+        }
+    }
+    uint64_t next = src.refresh_ms;
+    if (!error.empty()) {
+        LOG_ERROR("auth_jwt: fetching JWKS from \"%s\" failed: %s; %s", src.url_text.c_str(),
+                  error.c_str(), w.keys ? "keeping the previous keys" : "no keys yet");
+        next = std::min(src.refresh_ms, std::max<uint64_t>(src.min_refresh_ms, 1000));
+    }
+    w.timer->start(next);
+}
+
+void start_fetch(WorkerJwks& w, const char* why) {
+    const JwksSource& src = *w.src;
+    w.started = true;
+    w.last_start_ms = mono_ms();
+    LOG_DEBUG("auth_jwt: fetching JWKS from \"%s\" (%s)", src.url_text.c_str(), why);
+    http::FetchRequest req;
+    req.url = src.url;
+    req.addresses = src.addresses;
+    req.headers.emplace_back("Accept", "application/jwk-set+json, application/json");
+    req.timeout_ms = src.timeout_ms;
+    req.max_body = 1 << 20;
+    req.tls = src.tls;
+    WorkerJwks* wp = &w;
+    w.inflight = http::fetch(*g_loop, std::move(req), [wp](http::FetchResult& res) {
+        std::unique_ptr<http::Fetch> done = std::move(wp->inflight);
+        fetched(*wp, res);
+        wake_waiters(*wp);
+    });
 }
 
 // ---- directives -------------------------------------------------------------------------------
@@ -488,6 +693,59 @@ void set_claim_header(DirectiveContext& ctx) {
     if (!known) main.identity_headers.push_back(name);
 }
 
+// auth_jwt_jwks_uri URL [refresh=TIME] [min_refresh=TIME] [timeout=TIME] [ssl_verify=on|off]
+// [ssl_trusted_certificate=FILE]
+void set_jwks_uri(DirectiveContext& ctx) {
+    auto& conf = ctx.conf<AuthJwtLocConf>();
+    if (conf.jwks) ctx.duplicate();
+    auto src = std::make_shared<JwksSource>();
+    src->url_text = ctx.arg(0);
+    std::string error;
+    if (!http::parse_fetch_url(ctx.arg(0), src->url, error)) ctx.invalid_value(0, error);
+    bool verify = true;
+    std::string trusted;
+    bool have_verify = false;
+    for (size_t i = 1; i < ctx.nargs(); ++i) {
+        std::string_view a = ctx.arg(i);
+        auto time_opt = [&](std::string_view prefix, uint64_t& out, uint64_t min_ms) {
+            if (a.rfind(prefix, 0) != 0) return false;
+            auto v = conf::parse_time_ms(a.substr(prefix.size()));
+            if (!v || *v < min_ms) ctx.invalid_value(i);
+            out = *v;
+            return true;
+        };
+        if (time_opt("refresh=", src->refresh_ms, 1000) ||
+            time_opt("min_refresh=", src->min_refresh_ms, 0) ||
+            time_opt("timeout=", src->timeout_ms, 1)) {
+            continue;
+        }
+        if (a.rfind("ssl_verify=", 0) == 0) {
+            auto v = conf::parse_flag(a.substr(11));
+            if (!v) ctx.invalid_value(i, "ssl_verify must be on or off");
+            verify = *v;
+            have_verify = true;
+        } else if (a.rfind("ssl_trusted_certificate=", 0) == 0 && a.size() > 24) {
+            trusted = ctx.builder.conf_dir_path(a.substr(24));
+        } else {
+            ctx.invalid_value(i);
+        }
+    }
+    if (!src->url.https && (have_verify || !trusted.empty())) {
+        ctx.fail("ssl_verify and ssl_trusted_certificate need an https URL");
+    }
+    if (src->url.https) {
+        auto tls = http::FetchTlsContext::make(verify, verify ? trusted : std::string(), error);
+        if (!tls) ctx.fail(error);
+        src->tls = std::move(tls);
+    }
+    if (!http::resolve_fetch_host(src->url, src->addresses, error)) ctx.fail(error);
+    auto& main =
+        static_cast<AuthJwtMainConf&>(*ctx.builder.generation().main_confs[auth_jwt_index()]);
+    src->index = main.sources.size();
+    main.sources.push_back(src);
+    conf.jwks = std::move(src);
+}
+
 void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
     const auto& parent = static_cast<const AuthJwtLocConf&>(parent_conf);
     auto& child = static_cast<AuthJwtLocConf&>(child_conf);
@@ -499,6 +757,7 @@ void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {
         child.realm_line = parent.realm_line;
     }
     if (!child.keys) child.keys = parent.keys;
+    if (!child.jwks) child.jwks = parent.jwks;
     if (!child.algs) child.algs = parent.algs;
     if (!child.leeway) child.leeway = parent.leeway;
     if (!child.issuer) child.issuer = parent.issuer;
@@ -515,28 +774,49 @@ void attach(LocationBuilder& lb) {
     if (!main.identity_headers.empty()) lb.add(Phase::Rewrite, strip_identity_headers, &main);
     const auto& conf = lb.conf<AuthJwtLocConf>(auth_jwt_index());
     if (!conf.realm || conf.realm->empty()) return;
-    if (!conf.keys || conf.keys->empty()) {
+    if ((!conf.keys || conf.keys->empty()) && !conf.jwks) {
         throw conf::ConfigError(conf.realm_file, conf.realm_line,
-                                "\"auth_jwt\" requires \"auth_jwt_key_file\" or "
-                                "\"auth_jwt_secret\"");
+                                "\"auth_jwt\" requires \"auth_jwt_key_file\", "
+                                "\"auth_jwt_secret\" or \"auth_jwt_jwks_uri\"");
     }
     lb.add(Phase::Access, access_handler, &conf);
 }
 
-void init_worker(const ConfigGeneration& generation, EventLoop&) {
+void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
     const auto& main = generation.main_conf<AuthJwtMainConf>(auth_jwt_index());
     g_cache = main.cache_max > 0 ? std::make_unique<jwt::VerifyCache>(main.cache_max) : nullptr;
+    g_loop = &loop;
+    g_jwks.clear();
+    g_jwks.resize(main.sources.size());  // never resized again: fetch callbacks hold pointers
+    for (size_t i = 0; i < main.sources.size(); ++i) {
+        WorkerJwks& w = g_jwks[i];
+        w.src = main.sources[i].get();
+        WorkerJwks* wp = &w;
+        w.timer = loop.make_timer([wp] {
+            if (!wp->inflight) start_fetch(*wp, "refresh");
+        });
+        start_fetch(w, "start");
+    }
 }
 
 void exit_worker(const ConfigGeneration&) {
+    // Cancels the fetches under way (their callbacks never run) and the refresh timers.
+    for (WorkerJwks& w : g_jwks) {
+        w.inflight.reset();
+        w.timer.reset();
+    }
+    g_jwks.clear();
+    g_loop = nullptr;
     g_cache.reset();
     const Counters& c = g_counters;
-    if (c.ok + c.missing + c.invalid + c.forbidden == 0) return;
-    LOG_INFO("auth_jwt: %llu accepted, %llu missing, %llu invalid, %llu forbidden, %llu cache hits",
-             static_cast<unsigned long long>(c.ok), static_cast<unsigned long long>(c.missing),
-             static_cast<unsigned long long>(c.invalid),
-             static_cast<unsigned long long>(c.forbidden),
-             static_cast<unsigned long long>(c.cache_hits));
+    if (c.ok + c.missing + c.invalid + c.forbidden + c.unavailable == 0) return;
+    LOG_INFO(
+        "auth_jwt: %llu accepted, %llu missing, %llu invalid, %llu forbidden, %llu cache hits, "
+        "%llu without keys",
+        static_cast<unsigned long long>(c.ok), static_cast<unsigned long long>(c.missing),
+        static_cast<unsigned long long>(c.invalid), static_cast<unsigned long long>(c.forbidden),
+        static_cast<unsigned long long>(c.cache_hits),
+        static_cast<unsigned long long>(c.unavailable));
 }
 
 constexpr uint32_t kHttpAll = kHttpContext | kServerContext | kLocationContext;
@@ -553,6 +833,7 @@ constexpr Directive kDirectives[] = {
     {"auth_jwt_require", kHttpAll, 1, kUnlimitedArgs, false, ConfScope::Location, set_require},
     {"auth_jwt_cache", kHttpContext, 1, 2, false, ConfScope::Main, set_cache},
     {"auth_jwt_claim_header", kHttpAll, 1, 2, false, ConfScope::Location, set_claim_header},
+    {"auth_jwt_jwks_uri", kHttpAll, 1, 6, false, ConfScope::Location, set_jwks_uri},
 };
 
 }  // namespace
