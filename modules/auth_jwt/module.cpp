@@ -217,7 +217,7 @@ Verdict access_handler(http::Request& r, const void* data) {
     ctx.handled = true;
     if (!ctx.missing && ctx.error == jwt::Error::None) {
         if (first) ++g_counters.ok;
-        return Verdict::Next;
+        return Verdict::Allow;
     }
     if (first) {
         ++(ctx.missing                              ? g_counters.missing
