@@ -121,7 +121,7 @@ bool run(Request& r, size_t phase, size_t step, bool responded) {
     for (;;) {
         for (; phase <= kContent && !responded; ++phase, step = 0) {
             if (phase == kAccess) {
-                if (r.subrequest) continue;
+                if (r.subrequest != Request::SubrequestKind::None) continue;
                 if (step == 0) {
                     r.phase_cursor.collecting = satisfy_any(r);
                     r.phase_cursor.denial = nullptr;

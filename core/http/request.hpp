@@ -233,8 +233,10 @@ class Request {
         void* denial = nullptr;  // in the arena
     };
     PhaseCursor phase_cursor;
-    // True for a subrequest (core/http/subrequest.hpp): it skips the Access phase.
-    bool subrequest = false;
+    // Set for a subrequest (core/http/subrequest.hpp): it skips the Access phase. An awaited
+    // one has its own path (head.path is its URI, with no query) but the parent's target.
+    enum class SubrequestKind : uint8_t { None, Detached, Awaited };
+    SubrequestKind subrequest = SubrequestKind::None;
     // Values of variables modules set at runtime (VariableRegistry::add_settable, e.g.
     // auth_request_set), indexed as the registry; null until the first is set.
     std::string_view* set_values = nullptr;

@@ -78,7 +78,8 @@ class Subrequest final : public RequestDriver {
             body_.copy_from(*body);
         }
         r.header_only = h.method == Method::Head;
-        r.subrequest = true;
+        r.subrequest =
+            detached_ ? Request::SubrequestKind::Detached : Request::SubrequestKind::Awaited;
         r.server = parent.server;
         r.uri = r.copy(uri);
         if (detached_) {
@@ -250,7 +251,7 @@ bool start_awaited_subrequest(Request& parent, std::string_view uri, SubrequestD
 }
 
 bool is_subrequest(const Request& r) {
-    return r.subrequest;
+    return r.subrequest != Request::SubrequestKind::None;
 }
 
 size_t detached_subrequests_in_flight() {

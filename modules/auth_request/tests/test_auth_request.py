@@ -620,3 +620,28 @@ def test_auth_request_in_http_context_and_set_before_use(tollgate_factory, up, a
     """, http_extra="    auth_request /auth;\n    auth_request_set $auth_user $upstream_http_x_user;")
     s, _, body = request(t, "/api/x", {"X-Token": "good-carol"})
     assert s == 200 and upstream_headers(body)[0]["x-user"] == "carol"
+
+
+def test_subrequest_path_is_the_auth_uri_without_args(tollgate_factory, up, auth):
+    # proxy_pass without a URI part sends the subrequest's own path, no args (as nginx).
+    t = make(tollgate_factory, up, auth, f"""
+        location = /auth-plain {{ internal; proxy_pass http://{auth.addr}; }}
+        location /api/ {{ auth_request /auth-plain; proxy_pass http://UP; }}
+    """)
+    assert request(t, "/api/x?a=1&b=2", {"X-Token": "good-a"})[0] == 200
+    assert auth.log[0]["target"] == "/auth-plain"
+    assert request(t, "/api/y?", {"X-Token": "good-a"})[0] == 200
+    assert auth.log[1]["target"] == "/auth-plain"
+
+
+def test_request_uri_in_the_auth_location_is_the_clients(tollgate_factory, up, auth):
+    # nginx's usual idiom: tell the auth server what was asked for.
+    t = make(tollgate_factory, up, auth, f"""
+        location = /auth-orig {{ internal; proxy_pass http://{auth.addr}/check;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method; }}
+        location /api/ {{ auth_request /auth-orig; proxy_pass http://UP; }}
+    """)
+    assert request(t, "/api/x?a=1", {"X-Token": "good-a"}, "DELETE")[0] == 200
+    seen = auth.log[0]["headers"]
+    assert seen["x-original-uri"] == "/api/x?a=1" and seen["x-original-method"] == "DELETE"
