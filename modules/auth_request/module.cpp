@@ -24,10 +24,10 @@
 //
 // auth_request_cache: outcomes (2xx with the auth_request_set values, 401 with its challenge,
 // 403; never 5xx, errors or timeouts) are kept per worker (each worker fills its own; no shared
-// zone) for `valid`, at most `max` entries (least recently used evicted), keyed by the SHA-256
-// of URI and the evaluated KEY (e.g. $http_authorization): the credential itself is never
-// stored. An empty KEY is not cached (BYPASS). Hits and misses are counted per worker and logged
-// at worker exit.
+// zone; a reload starts empty) for `valid`, at most `max` entries (least recently used evicted),
+// keyed by the SHA-256 of URI and the evaluated KEY (e.g. $http_authorization): the credential
+// itself is never stored. An empty KEY is not cached (BYPASS). Hits and misses are counted per
+// worker and logged at worker exit.
 #include <chrono>
 #include <memory>
 #include <new>

@@ -645,3 +645,27 @@ def test_request_uri_in_the_auth_location_is_the_clients(tollgate_factory, up, a
     assert request(t, "/api/x?a=1", {"X-Token": "good-a"}, "DELETE")[0] == 200
     seen = auth.log[0]["headers"]
     assert seen["x-original-uri"] == "/api/x?a=1" and seen["x-original-method"] == "DELETE"
+
+
+def test_satisfy_any_denial_goes_to_error_page_with_its_challenge(tollgate_factory, up, auth, creds):
+    t = make(tollgate_factory, up, auth, f"""
+        location /api/ {{
+            satisfy any; auth_key on; auth_request /auth;
+            error_page 401 /login;
+            proxy_pass http://UP;
+        }}
+        location = /login {{ return 200 "please log in"; }}
+    """, http_extra=f"    auth_key_store {creds['store']};")
+    s, h, body = request(t, "/api/x", {"X-Token": "nope"})
+    assert s == 401 and body == b"please log in"
+    assert h["www-authenticate"].startswith("ApiKey")  # the first 401 is the one sent
+    assert request(t, "/api/x", {"X-Token": "good-a"})[0] == 200
+
+
+def test_satisfy_all_stops_at_the_first_denial(tollgate_factory, up, auth, creds):
+    t = make_satisfy(tollgate_factory, up, auth, creds, "all", ("key", "req"))
+    assert request(t, "/api/x", {"X-Token": "good-a"})[0] == 401  # no key: auth server not asked
+    assert auth.requests == 0
+    assert request(t, "/api/x", {"X-Token": "good-a", "X-API-Key": creds["key"]})[0] == 200
+    assert request(t, "/api/x", {"X-Token": "forbidden", "X-API-Key": creds["key"]})[0] == 403
+    assert auth.requests == 2
