@@ -60,11 +60,25 @@ enum class [[nodiscard]] Verdict : uint8_t{
     Next,     // this handler is done or does not apply; run the next one
     Respond,  // a response is set on the request; stop the phases and send it
     Suspend,  // waiting on I/O; the handler calls Request::resume() exactly once later
+    Allow,    // an Access check that applied allowed the request: under `satisfy any` the
+              // remaining Access checks are skipped; elsewhere (and under `satisfy all`) as Next
 };
 
 // The request phases, in order. Handlers are flattened per location at load.
-// PreAccess runs the limits (limit_req, limit_conn) before Access (auth), as nginx.
-enum class Phase : uint8_t { PostRead, Rewrite, PreAccess, Access, Content, Log, Count };
+// PreAccess runs the limits (limit_req, limit_conn) before Access (auth), as nginx. Access holds
+// only access checks (they answer Allow, Next when they do not apply, or a 401/403), combined
+// by `satisfy all|any` (core/http/phases.hpp); subrequests skip it, as nginx. PreContent runs
+// what must run for every admitted request before the content handler (mirror, body_route).
+enum class Phase : uint8_t {
+    PostRead,
+    Rewrite,
+    PreAccess,
+    Access,
+    PreContent,
+    Content,
+    Log,
+    Count
+};
 inline constexpr size_t kPhaseCount = static_cast<size_t>(Phase::Count);
 
 using PhaseHandler = Verdict (*)(http::Request& r, const void* data);

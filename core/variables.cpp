@@ -23,6 +23,38 @@ uint32_t VariableRegistry::add_prefix(std::string prefix, VariableGetter get, ui
     return static_cast<uint32_t>(defs_.size() - 1);
 }
 
+namespace {
+bool get_settable(http::Request& r, std::string_view, uintptr_t index, std::string_view& out) {
+    if (r.set_values == nullptr || r.set_values[index].data() == nullptr) return false;
+    out = r.set_values[index];
+    return true;
+}
+}  // namespace
+
+std::optional<uint32_t> VariableRegistry::add_settable(const std::string& name) {
+    for (uint32_t i = 0; i < defs_.size(); ++i) {
+        if (!defs_[i].prefix && defs_[i].name == name) {
+            if (defs_[i].get != get_settable) return std::nullopt;
+            return i;
+        }
+    }
+    auto index = static_cast<uint32_t>(defs_.size());
+    // Not cacheable: the getter reads the request's value, which may change while it runs.
+    defs_.push_back(VariableDef{name, false, false, get_settable, index});
+    return index;
+}
+
+void set_variable(http::Request& r, uint32_t index, std::string_view value) {
+    if (r.set_values == nullptr) {
+        size_t n = r.variables().size();
+        void* p = r.arena->allocate(sizeof(std::string_view) * n, alignof(std::string_view));
+        r.set_values = static_cast<std::string_view*>(p);
+        for (size_t i = 0; i < n; ++i) new (&r.set_values[i]) std::string_view();
+    }
+    // A set value is "found" even when empty: point an empty one at static storage.
+    r.set_values[index] = value.data() != nullptr ? value : std::string_view("", 0);
+}
+
 std::optional<VariableRef> VariableRegistry::find(std::string_view name) const {
     for (uint32_t i = 0; i < defs_.size(); ++i) {
         if (!defs_[i].prefix && defs_[i].name == name) return VariableRef{i, {}};

@@ -44,6 +44,11 @@ class VariableRegistry {
     // user variables this way). Returns its index.
     uint32_t add(std::string name, VariableGetter get, uintptr_t data = 0, bool cacheable = true);
     uint32_t add_prefix(std::string prefix, VariableGetter get, uintptr_t data = 0);
+    // Adds (or finds) a variable that modules set per request at runtime (auth_request_set):
+    // empty until set_variable() gives it a value for a request; the value lives in the
+    // request and survives internal redirects. Returns its index, or nullopt when `name` is
+    // a variable of another kind (a built-in such as $uri cannot be set).
+    std::optional<uint32_t> add_settable(const std::string& name);
     // Exact name first, then the longest matching prefix variable.
     std::optional<VariableRef> find(std::string_view name) const;
     const VariableDef& at(uint32_t index) const { return defs_[index]; }
@@ -58,6 +63,10 @@ class VariableRegistry {
 std::string_view evaluate_variable(http::Request& r, const VariableRef& ref);
 // As evaluate_variable, but tells "not found" (returns false) from an empty value.
 bool lookup_variable(http::Request& r, const VariableRef& ref, std::string_view& out);
+
+// Sets settable variable `index` (from add_settable) of `r` to `value`, which must live as long
+// as the request (in its arena).
+void set_variable(http::Request& r, uint32_t index, std::string_view value);
 
 // A string with variables, compiled at load.
 class ComplexValue {

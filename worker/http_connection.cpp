@@ -18,6 +18,7 @@
 
 #include "core/http/http_config.hpp"
 #include "core/http/http_core_module.hpp"
+#include "core/http/phases.hpp"
 #include "core/http/uri.hpp"
 #include "core/log.hpp"
 #include "worker/tls_stream.hpp"
@@ -398,23 +399,15 @@ void HttpConnection::begin_request(std::string_view head_bytes) {
         r.keep_alive = false;
         r.in_error_page = false;
         (void)r.respond_error(413);
-        if (r.redirect_pending()) {
-            run_phases(static_cast<size_t>(Phase::Rewrite), 0);
-        } else {
-            send_response();
-        }
+        if (!r.redirect_pending() || http::run_phases_from_rewrite(r)) send_response();
         return;
     }
     if (core.internal) {  // only internal redirects and subrequests reach it
         (void)r.respond_error(404);
-        if (r.redirect_pending()) {
-            run_phases(static_cast<size_t>(Phase::Rewrite), 0);
-        } else {
-            send_response();
-        }
+        if (!r.redirect_pending() || http::run_phases_from_rewrite(r)) send_response();
         return;
     }
-    run_phases(0, 0);
+    run_phases();
 }
 
 void HttpConnection::fail_request(int status) {
@@ -433,58 +426,13 @@ void HttpConnection::fail_request(int status) {
 
 // ---- phases ----------------------------------------------------------------------------------
 
-void HttpConnection::run_phases(size_t phase, size_t step) {
-    http::Request& r = *req_;
-    constexpr size_t kContent = static_cast<size_t>(Phase::Content);
-    for (;;) {
-        bool responded = false;
-        for (; phase <= kContent && !responded; ++phase, step = 0) {
-            const auto& steps = r.location->phases[phase];
-            for (; step < steps.size(); ++step) {
-                Verdict v = steps[step].handler(r, steps[step].data);
-                if (v == Verdict::Next) continue;
-                if (v == Verdict::Suspend) {
-                    phase_ = phase;
-                    step_ = step + 1;
-                    return;
-                }
-                responded = true;
-                break;
-            }
-        }
-        if (!responded) (void)r.respond_error(404);
-        if (!r.redirect_pending()) break;
-        std::string_view named = r.named_target();
-        r.clear_redirect();
-        if (!named.empty()) {
-            auto it = r.server->named.find(named);
-            if (it == r.server->named.end()) {
-                LOG_ERROR("named location \"%.*s\" not found", static_cast<int>(named.size()),
-                          named.data());
-                r.in_error_page = true;
-                (void)r.respond_error(500);
-                break;
-            }
-            r.location = it->second;
-        } else {
-            r.location = r.server->find_location(r.uri);
-        }
-        phase = static_cast<size_t>(Phase::Rewrite);
-        step = 0;
-    }
-    send_response();
+void HttpConnection::run_phases() {
+    if (http::run_phases(*req_)) send_response();
 }
 
 void HttpConnection::resume(http::Request& r, Verdict v) {
-    if (v == Verdict::Next) {
-        run_phases(phase_, step_);
-    } else if (v == Verdict::Respond && r.redirect_pending()) {
-        // Let run_phases carry out the redirect: start past the end of the content phase.
-        run_phases(static_cast<size_t>(Phase::Content) + 1, 0);
-    } else if (v == Verdict::Respond) {
-        send_response();
-    }
-    // Verdict::Suspend: the handler is waiting again and will resume once more.
+    if (http::resume_phases(r, v)) send_response();
+    // Otherwise a handler is waiting (again) and will resume once more.
 }
 
 // ---- writing ---------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     void read_head();
     void begin_request(std::string_view head_bytes);
     bool normalize_uri(http::Request& r);
-    void run_phases(size_t phase, size_t step);
+    void run_phases();
     void send_response();
     void write_head_and_body(http::Request& r);
     void response_sent();
@@ -109,8 +109,6 @@ class HttpConnection final : public http::RequestDriver, private StreamHandler {
     // request at its end.
     std::pmr::monotonic_buffer_resource* arena_ = nullptr;
     http::Request* req_ = nullptr;
-    size_t phase_ = 0;
-    size_t step_ = 0;
 
     // Request body still to be read (and, in the core, discarded).
     http::BodyFraming body_framing_ = http::BodyFraming::None;

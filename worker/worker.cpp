@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/core_module.hpp"
+#include "core/http/subrequest.hpp"
 #include "core/log.hpp"
 #include "worker/http_connection.hpp"
 #include "worker/libevent_loop.hpp"
@@ -61,12 +62,16 @@ int Worker::run() {
     sigfillset(&all);
     sigprocmask(SIG_UNBLOCK, &all, nullptr);
 
+    http::subrequests_init(*loop_);
     for (const Module* m : compiled_modules()) {
         if (m->init_worker != nullptr) m->init_worker(generation(), *loop_);
     }
     set_accepting(true);
     event_base_dispatch(base_);
     close_all();
+    // Subrequests still running (mirrors do not hold a draining worker) end first: their
+    // upstream exchanges belong to modules whose exit_worker runs next.
+    http::cancel_subrequests();
     for (const Module* m : compiled_modules()) {
         if (m->exit_worker != nullptr) m->exit_worker(generation());
     }

@@ -179,6 +179,10 @@ void send_timeout(DirectiveContext& ctx) {
 void keepalive_timeout(DirectiveContext& ctx) {
     set_once(ctx, loc(ctx).keepalive_timeout_ms, ctx.time_ms_arg(0));
 }
+void satisfy(DirectiveContext& ctx) {
+    if (ctx.arg(0) != "all" && ctx.arg(0) != "any") ctx.invalid_value(0, "expected all or any");
+    set_once(ctx, loc(ctx).satisfy_any, ctx.arg(0) == "any");
+}
 void internal(DirectiveContext& ctx) {
     if (loc(ctx).internal) ctx.duplicate();
     loc(ctx).internal = true;
@@ -277,6 +281,7 @@ void merge_location(const ModuleConf& p, ModuleConf& c) {
     inherit(child.error_pages, parent.error_pages);
     inherit(child.default_type, parent.default_type);
     inherit(child.server_tokens, parent.server_tokens);
+    inherit(child.satisfy_any, parent.satisfy_any);
     if (!child.types) child.types = parent.types;
 }
 
@@ -355,6 +360,7 @@ constexpr Directive kDirectives[] = {
      client_body_timeout},
     {"send_timeout", kHttpServerLocation, 1, 1, false, ConfScope::Location, send_timeout},
     {"keepalive_timeout", kHttpServerLocation, 1, 1, false, ConfScope::Location, keepalive_timeout},
+    {"satisfy", kHttpServerLocation, 1, 1, false, ConfScope::Location, satisfy},
     {"internal", kLocationContext, 0, 0, false, ConfScope::Location, internal},
     {"keepalive_requests", kHttpServerLocation, 1, 1, false, ConfScope::Location,
      keepalive_requests},

@@ -15,6 +15,8 @@
 //   types { TYPE EXT ...; }                   http, server, location
 //   default_type TYPE                         http, server, location (text/plain)
 //   server_tokens on|off                      http, server, location (on: "Server: tollgate/V")
+//   satisfy all | any                         http, server, location (all): how the Access
+//                                             checks combine, as nginx (core/http/phases.hpp)
 //   internal                                  location (not inherited: a client request
 //                                             for it gets 404; internal redirects and
 //                                             subrequests may use it)
@@ -65,7 +67,8 @@ struct HttpCoreLocConf : ModuleConf {
     std::shared_ptr<const MimeTypes> types;
     std::optional<std::string> default_type;
     std::optional<bool> server_tokens;
-    bool internal = false;  // not inherited
+    std::optional<bool> satisfy_any;  // satisfy any (default all)
+    bool internal = false;            // not inherited
 
     // The Content-Type for a file name, from its extension, else default_type.
     std::string_view type_for(std::string_view filename) const;

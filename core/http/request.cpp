@@ -121,7 +121,7 @@ void append_json_string(std::pmr::string& out, std::string_view s) {
 Verdict Request::respond_error(int st, std::string_view message) {
     // An error while serving an error page stands on its own (nginx resets err_status too).
     if (in_error_page) error_page_status = 0;
-    if (location != nullptr && !in_error_page) {
+    if (location != nullptr && !in_error_page && !phase_cursor.collecting) {
         const auto& core = loc_conf<HttpCoreLocConf>(http_core_index());
         if (const ErrorPage* page = core.error_page_for(st)) {
             std::string_view target = page->uri.evaluate(*this);

@@ -223,6 +223,24 @@ class Request {
     CachedValue* variable_cache();
     const VariableRegistry& variables() const;
 
+    // The phase runner's state (core/http/phases.cpp): where a suspended handler resumes, and
+    // what `satisfy any` keeps while the Access checks run. While `collecting`, respond_error()
+    // does not apply error_page (the runner applies it to the denial it finally sends).
+    struct PhaseCursor {
+        size_t phase = 0;
+        size_t step = 0;
+        bool collecting = false;
+        void* denial = nullptr;  // in the arena
+    };
+    PhaseCursor phase_cursor;
+    // Set for a subrequest (core/http/subrequest.hpp): it skips the Access phase. An awaited
+    // one has its own path (head.path is its URI, with no query) but the parent's target.
+    enum class SubrequestKind : uint8_t { None, Detached, Awaited };
+    SubrequestKind subrequest = SubrequestKind::None;
+    // Values of variables modules set at runtime (VariableRegistry::add_settable, e.g.
+    // auth_request_set), indexed as the registry; null until the first is set.
+    std::string_view* set_values = nullptr;
+
     // Set when error_page sends the request elsewhere: the status to answer with there.
     int error_page_status = 0;
     bool in_error_page = false;

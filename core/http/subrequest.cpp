@@ -7,6 +7,7 @@
 
 #include "core/event_loop.hpp"
 #include "core/http/http_config.hpp"
+#include "core/http/phases.hpp"
 #include "core/log.hpp"
 
 namespace tollgate::http {
@@ -16,7 +17,7 @@ namespace {
 class Subrequest;
 EventLoop* g_loop = nullptr;
 Subrequest* g_list = nullptr;
-size_t g_count = 0;
+size_t g_detached = 0;            // detached ones in flight (the mirror cap)
 std::unique_ptr<Timer> g_reaper;  // frees finished subrequests from the loop
 
 bool ieq(std::string_view a, std::string_view b) {
@@ -30,10 +31,23 @@ bool ieq(std::string_view a, std::string_view b) {
     return true;
 }
 
+// The parent's side of an awaited subrequest, in the parent's arena: its task while it waits
+// (abort() when the client leaves) and a cleanup (the parent ends otherwise). Either cuts the
+// link both ways; the subrequest then ends on its own.
+struct AwaitLink final : RequestTask {
+    Request* parent = nullptr;
+    Subrequest* sub = nullptr;
+    SubrequestDone done = nullptr;
+    void* data = nullptr;
+
+    void abort() override;
+    static void cleanup(void* p) { static_cast<AwaitLink*>(p)->abort(); }
+};
+
 class Subrequest final : public RequestDriver {
   public:
-    Subrequest(const Request& parent, std::string_view uri, const Buffer* body)
-        : arena_(1024), generation_(parent.generation) {
+    Subrequest(const Request& parent, std::string_view uri, const Buffer* body, AwaitLink* link)
+        : arena_(1024), generation_(parent.generation), link_(link), detached_(link == nullptr) {
         conn_ = parent.conn;
         conn_.remote_addr = copy(parent.conn.remote_addr);
         conn_.server_addr = copy(parent.conn.server_addr);
@@ -64,14 +78,21 @@ class Subrequest final : public RequestDriver {
             body_.copy_from(*body);
         }
         r.header_only = h.method == Method::Head;
+        r.subrequest =
+            detached_ ? Request::SubrequestKind::Detached : Request::SubrequestKind::Awaited;
         r.server = parent.server;
         r.uri = r.copy(uri);
-        r.args = r.copy(parent.args);
+        if (detached_) {
+            r.args = r.copy(parent.args);
+        } else {  // as ngx_http_subrequest: the subrequest's own path, no args
+            r.head.path = r.uri;
+            r.head.query = {};
+        }
         r.location = r.server->find_location(r.uri);
         next_ = g_list;
         if (g_list != nullptr) g_list->prev_ = this;
         g_list = this;
-        ++g_count;
+        if (detached_) ++g_detached;
     }
 
     ~Subrequest() {
@@ -80,12 +101,16 @@ class Subrequest final : public RequestDriver {
         else
             g_list = next_;
         if (next_ != nullptr) next_->prev_ = prev_;
-        --g_count;
+        if (detached_) --g_detached;
+        if (link_ != nullptr) link_->sub = nullptr;  // worker exit: the parent is gone too
         if (r_ && r_->body.kind == BodyKind::File && r_->body.fd >= 0) ::close(r_->body.fd);
         r_.reset();
     }
 
-    void start() { run_phases(0, 0); }
+    void start() {
+        if (link_ != nullptr) notify_ = g_loop->make_timer([this] { notify(); });
+        if (run_phases(*r_)) responded();
+    }
 
     // Aborts what runs for the request; safe at any time.
     void cancel() {
@@ -93,15 +118,17 @@ class Subrequest final : public RequestDriver {
         finished_ = true;
     }
 
+    // The parent stopped waiting: end now (freed from the loop).
+    void unlink() {
+        link_ = nullptr;
+        if (notify_) notify_->stop();
+        finish();
+        if (g_reaper) g_reaper->start(0);
+    }
+
     void resume(Request& r, Verdict v) override {
         if (finished_) return;
-        if (v == Verdict::Next) {
-            run_phases(phase_, step_);
-        } else if (v == Verdict::Respond && r.redirect_pending()) {
-            run_phases(static_cast<size_t>(Phase::Content) + 1, 0);
-        } else if (v == Verdict::Respond) {
-            responded();
-        }
+        if (resume_phases(r, v)) responded();
     }
     BodyRead read_body(Request& r, Buffer& out, size_t max) override {
         size_t n = out.move_from(body_, max);
@@ -124,43 +151,8 @@ class Subrequest final : public RequestDriver {
         return {p, s.size()};
     }
 
-    void run_phases(size_t phase, size_t step) {
-        Request& r = *r_;
-        constexpr size_t kContent = static_cast<size_t>(Phase::Content);
-        for (;;) {
-            bool done = false;
-            for (; phase <= kContent && !done; ++phase, step = 0) {
-                const auto& steps = r.location->phases[phase];
-                for (; step < steps.size(); ++step) {
-                    Verdict v = steps[step].handler(r, steps[step].data);
-                    if (v == Verdict::Next) continue;
-                    if (v == Verdict::Suspend) {
-                        phase_ = phase;
-                        step_ = step + 1;
-                        return;
-                    }
-                    done = true;
-                    break;
-                }
-            }
-            if (!done) (void)r.respond_error(404);
-            if (!r.redirect_pending() || ++redirects_ > 10) break;
-            std::string_view named = r.named_target();
-            r.clear_redirect();
-            if (!named.empty()) {
-                auto it = r.server->named.find(named);
-                if (it == r.server->named.end()) break;
-                r.location = it->second;
-            } else {
-                r.location = r.server->find_location(r.uri);
-            }
-            phase = static_cast<size_t>(Phase::Rewrite);
-            step = 0;
-        }
-        responded();
-    }
-
     void responded() {
+        if (link_ != nullptr) notify_->start(0);  // the parent hears from the loop
         if (r_->body.kind == BodyKind::Stream && r_->body.source != nullptr) {
             discard();
         } else {
@@ -186,11 +178,23 @@ class Subrequest final : public RequestDriver {
         if (finished_) return;
         finished_ = true;
         if (r_->task != nullptr) std::exchange(r_->task, nullptr)->abort();
-        if (g_reaper) g_reaper->start(0);
+        if (g_reaper && link_ == nullptr) g_reaper->start(0);
+    }
+
+    // Hands the response head to the waiting parent, which may resume (and even end) inside.
+    void notify() {
+        AwaitLink* link = std::exchange(link_, nullptr);
+        if (link == nullptr) return;
+        link->sub = nullptr;
+        Request& parent = *link->parent;
+        if (parent.task == link) parent.task = nullptr;
+        link->done(parent, *r_, link->data);
+        if (finished_ && g_reaper) g_reaper->start(0);
     }
 
   public:
-    bool finished() const { return finished_; }
+    // Freed by the reaper once finished and no parent waits to hear from it.
+    bool reapable() const { return finished_ && link_ == nullptr; }
 
   private:
     std::pmr::monotonic_buffer_resource arena_;
@@ -198,16 +202,20 @@ class Subrequest final : public RequestDriver {
     ConnectionInfo conn_;
     std::optional<Request> r_;
     Buffer body_;
-    size_t phase_ = 0;
-    size_t step_ = 0;
-    int redirects_ = 0;
+    AwaitLink* link_;  // the waiting parent, until notified or it stops waiting
+    std::unique_ptr<Timer> notify_;
+    const bool detached_;
     bool finished_ = false;
 };
+
+void AwaitLink::abort() {
+    if (sub != nullptr) std::exchange(sub, nullptr)->unlink();
+}
 
 void reap() {
     for (Subrequest* s = g_list; s != nullptr;) {
         Subrequest* next = s->next_;
-        if (s->finished()) delete s;
+        if (s->reapable()) delete s;
         s = next;
     }
 }
@@ -221,21 +229,36 @@ void subrequests_init(EventLoop& loop) {
 
 bool start_detached_subrequest(const Request& parent, std::string_view uri, const Buffer* body,
                                size_t max_in_flight) {
-    if (g_loop == nullptr || g_count >= max_in_flight) return false;
-    auto* s = new Subrequest(parent, uri, body);
+    if (g_loop == nullptr || g_detached >= max_in_flight) return false;
+    auto* s = new Subrequest(parent, uri, body, nullptr);
     s->start();
     return true;
 }
 
+bool start_awaited_subrequest(Request& parent, std::string_view uri, SubrequestDone done,
+                              void* data) {
+    if (g_loop == nullptr || parent.task != nullptr) return false;
+    void* p = parent.arena->allocate(sizeof(AwaitLink), alignof(AwaitLink));
+    auto* link = new (p) AwaitLink();
+    link->parent = &parent;
+    link->done = done;
+    link->data = data;
+    parent.add_cleanup(AwaitLink::cleanup, link);
+    parent.task = link;
+    link->sub = new Subrequest(parent, uri, nullptr, link);
+    link->sub->start();  // may respond at once: the parent still hears from the loop
+    return true;
+}
+
 bool is_subrequest(const Request& r) {
-    return r.driver != nullptr && dynamic_cast<Subrequest*>(r.driver) != nullptr;
+    return r.subrequest != Request::SubrequestKind::None;
 }
 
 size_t detached_subrequests_in_flight() {
-    return g_count;
+    return g_detached;
 }
 
-void cancel_detached_subrequests() {
+void cancel_subrequests() {
     while (g_list != nullptr) {
         Subrequest* s = g_list;
         s->cancel();

@@ -355,9 +355,9 @@ void register_variables(VariableRegistry& reg) {
 
 // ---- deciding ---------------------------------------------------------------------------------
 
-// The one place a request passes auth_introspect (where an "allowed" verdict would go).
+// The one place a request passes auth_introspect.
 Verdict allowed(http::Request&) {
-    return Verdict::Next;
+    return Verdict::Allow;
 }
 
 void log_failure(http::Request& r, const IntrospectRequestCtx& ctx, log::Level level,

@@ -347,10 +347,10 @@ void forward_claims(http::Request& r, const std::vector<ClaimHeader>& headers,
     }
 }
 
-// The one place a request passes auth_jwt (where an "allowed" verdict would go).
+// The one place a request passes auth_jwt: its claim headers are added.
 Verdict allowed(http::Request& r, const AuthJwtLocConf& conf, const jwt::Token& token) {
     if (conf.claim_headers) forward_claims(r, *conf.claim_headers, token);
-    return Verdict::Next;
+    return Verdict::Allow;
 }
 
 // The verdict for a resolved request: allowed, or the error response set.

@@ -478,7 +478,7 @@ Verdict access_handler(http::Request& r, const void* data) {
         }
         r.head.headers.push_back({f.name, v});
     }
-    return Verdict::Next;
+    return Verdict::Allow;
 }
 
 // ---- directives -------------------------------------------------------------------------------

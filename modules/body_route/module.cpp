@@ -2,7 +2,7 @@
 //   json_route_field NAME ...;             server, location   (also http)
 //   body_inspect_max_size SIZE;            http, server, location   (64k)
 //   json_route_on_error default | 400;     http, server, location   (default)
-// Phase: Access (after the auth modules: the body of a refused request is never read). Where
+// Phase: PreContent (after the access checks: the body of a refused request is never read). Where
 // json_route_field is set, the body is read ahead up to body_inspect_max_size
 // (core/http/body_preread.hpp; each wait bounded by client_body_timeout), scanned once without
 // building a document (json_fields.hpp) and then forwarded byte for byte by the content handler:
@@ -174,7 +174,7 @@ void merge(const ModuleConf& p, ModuleConf& ch) {
 
 void attach(LocationBuilder& lb) {
     const auto& c = lb.conf<BodyRouteLocConf>(body_route_index());
-    if (c.fields && !c.fields->empty()) lb.add(Phase::Access, body_route_handler, &c);
+    if (c.fields && !c.fields->empty()) lb.add(Phase::PreContent, body_route_handler, &c);
 }
 
 constexpr uint32_t kHSL = kHttpContext | kServerContext | kLocationContext;

@@ -2,14 +2,14 @@
 //   mirror URI [sample=PERCENT] | off;   http, server, location (several allowed; inherited as
 //                                        nginx: a level with any mirror replaces the parent's)
 //   mirror_request_body on | off;        http, server, location (on)
-// Phase: Access (after the auth modules). Each copy is a detached subrequest
-// (core/http/subrequest.hpp) to the location matching URI with the parent's method, headers,
-// args and $request_uri; the main request never waits for it. sample=PERCENT (our extension)
-// mirrors each request with that probability, drawn per request and per mirror.
-// With mirror_request_body on, a body up to 64k is read ahead (core/http/body_preread.hpp, the
-// bytes still go to the main request) and copied to each mirror; a larger body is not mirrored
-// (logged at info). With it off, a mirror gets no body and nothing waits. At most 256 mirrors
-// are in flight per worker; past that a mirror is skipped (logged at info, counted).
+// Phase: PreContent (after the access checks, as nginx's precontent phase). Each copy is a detached
+// subrequest (core/http/subrequest.hpp) to the location matching URI with the parent's method,
+// headers, args and $request_uri; the main request never waits for it. sample=PERCENT (our
+// extension) mirrors each request with that probability, drawn per request and per mirror. With
+// mirror_request_body on, a body up to 64k is read ahead (core/http/body_preread.hpp, the bytes
+// still go to the main request) and copied to each mirror; a larger body is not mirrored (logged at
+// info). With it off, a mirror gets no body and nothing waits. At most 256 mirrors are in flight
+// per worker; past that a mirror is skipped (logged at info, counted).
 #include <memory>
 #include <optional>
 #include <random>
@@ -152,14 +152,7 @@ void merge(const ModuleConf& p, ModuleConf& ch) {
 
 void attach(LocationBuilder& lb) {
     const auto& c = lb.conf<MirrorLocConf>(mirror_index());
-    if (c.targets && !c.targets->empty()) lb.add(Phase::Access, mirror_handler, &c);
-}
-
-void init_worker(const ConfigGeneration&, EventLoop& loop) {
-    http::subrequests_init(loop);
-}
-void exit_worker(const ConfigGeneration&) {
-    http::cancel_detached_subrequests();
+    if (c.targets && !c.targets->empty()) lb.add(Phase::PreContent, mirror_handler, &c);
 }
 
 constexpr uint32_t kHSL = kHttpContext | kServerContext | kLocationContext;
@@ -177,8 +170,6 @@ extern const Module mirror_module = {
     .create_location = [] { return std::unique_ptr<ModuleConf>(new MirrorLocConf()); },
     .merge_location = merge,
     .attach_location = attach,
-    .init_worker = init_worker,
-    .exit_worker = exit_worker,
 };
 
 }  // namespace tollgate

@@ -658,7 +658,11 @@ class Exchange final : public http::RequestTask,
             }
         } else if (r_.redirects == 0) {
             h += r_.head.path;  // as the client sent it (origin-form even for absolute-form)
-            if (!r_.head.query.empty() || r_.head.target.find('?') != std::string_view::npos) {
+            // A '?' with nothing after it is kept as sent; an awaited subrequest (auth_request)
+            // has its own path and no query, though its target is the parent's.
+            if (!r_.head.query.empty() ||
+                (r_.subrequest != http::Request::SubrequestKind::Awaited &&
+                 r_.head.target.find('?') != std::string_view::npos)) {
                 h += '?';
                 h += r_.head.query;
             }
