@@ -9,6 +9,7 @@
 #   jwt_es256_nc
 #   auth_req     auth_request to an internal location proxying to the origin's /auth (204),
 #                result cache on (keyed by the Authorization header)
+#   auth_req_nc  the same without the cache (on the second tollgate)
 # and, as a reference, nginx's own auth_request (no cache) on the same origin.
 # One worker per server, access log off, keepalive pools of 32 to the origin. Rounds are
 # interleaved so drift on the machine hits every variant alike. Prints req/s, p99 and the
@@ -47,7 +48,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "run_auth: $*" >&2; exit 1; }
 
-variants=(plain api_key jwt_rs256 jwt_es256 auth_req jwt_rs256_nc jwt_es256_nc nginx_auth_req)
+variants=(plain api_key jwt_rs256 jwt_es256 auth_req jwt_rs256_nc jwt_es256_nc auth_req_nc
+          nginx_auth_req)
 # A build without the auth_request module measures the rest (and says so).
 has_auth_request=1
 if ! "$tg_bin" -V 2>&1 | grep -q '^modules:.* auth_request'; then
@@ -111,7 +113,6 @@ http {
     keepalive_requests 1000000;
     $upstream_block
     auth_key_store $keys/api_keys;
-$( ((has_auth_request)) && echo "    auth_request_cache zone=authc:1m;")
     server { listen 127.0.0.1:${port[plain]}; location / { proxy_pass http://origin; } }
     server { listen 127.0.0.1:${port[api_key]};
              location / { auth_key on; proxy_pass http://origin; } }
@@ -122,7 +123,7 @@ $( ((has_auth_request)) && echo "    auth_request_cache zone=authc:1m;")
 $( ((has_auth_request)) && cat <<AR
     server { listen 127.0.0.1:${port[auth_req]};
              location / { auth_request /auth;
-                          auth_request_cache authc key=\$http_authorization valid=60s;
+                          auth_request_cache \$http_authorization valid=60s;
                           proxy_pass http://origin; }
              location = /auth { internal; proxy_pass http://origin; } }
 AR
@@ -142,6 +143,12 @@ http {
              location / { auth_jwt bench; auth_jwt_key_file $keys/rs.pub; proxy_pass http://origin; } }
     server { listen 127.0.0.1:${port[jwt_es256_nc]};
              location / { auth_jwt bench; auth_jwt_key_file $keys/es.pub; proxy_pass http://origin; } }
+$( ((has_auth_request)) && cat <<AR
+    server { listen 127.0.0.1:${port[auth_req_nc]};
+             location / { auth_request /auth; proxy_pass http://origin; }
+             location = /auth { internal; proxy_pass http://origin; } }
+AR
+)
 }
 CONF
 } > "$work/tgnc/tollgate.conf"
@@ -200,7 +207,7 @@ worker_of() { pgrep -P "$1" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 declare -A wpid
 for v in plain api_key jwt_rs256 jwt_es256 auth_req; do wpid[$v]=$(worker_of $tg_master); done
-for v in jwt_rs256_nc jwt_es256_nc; do wpid[$v]=$(worker_of $tgnc_master); done
+for v in jwt_rs256_nc jwt_es256_nc auth_req_nc; do wpid[$v]=$(worker_of $tgnc_master); done
 wpid[nginx_auth_req]=$(worker_of $ngx_master)
 hz=$(getconf CLK_TCK)
 
