@@ -56,6 +56,33 @@ int64_t DirectiveContext::int_arg(size_t i, int64_t min, int64_t max) const {
     return *v;
 }
 
+void DirectiveContext::lru_cache_args(size_t& max, int64_t& valid_s) const {
+    if (arg(0) == "off") {
+        if (nargs() > 1) invalid_value(1);
+        max = 0;
+        return;
+    }
+    bool have_max = false;
+    for (size_t i = 0; i < nargs(); ++i) {
+        std::string_view a = arg(i);
+        if (a.rfind("max=", 0) == 0) {
+            auto v = conf::parse_int(a.substr(4));
+            if (!v || *v < 1 || *v > 1000000) invalid_value(i, "max must be 1 to 1000000");
+            max = static_cast<size_t>(*v);
+            have_max = true;
+        } else if (a.rfind("valid=", 0) == 0) {
+            auto ms = conf::parse_time_ms(a.substr(6));
+            if (!ms || *ms < 1000 || *ms > 3600000000ULL) {
+                invalid_value(i, "valid must be 1s to 1000h");
+            }
+            valid_s = static_cast<int64_t>(*ms / 1000);
+        } else {
+            invalid_value(i);
+        }
+    }
+    if (!have_max) fail("\"" + node.name + "\" needs max=N or off");
+}
+
 // ---- GenerationBuilder ----------------------------------------------------------------------
 
 namespace {

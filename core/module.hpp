@@ -164,6 +164,10 @@ class DirectiveContext {
     uint64_t time_ms_arg(size_t i) const;
     bool flag_arg(size_t i) const;
     int64_t int_arg(size_t i, int64_t min = 0, int64_t max = INT64_MAX) const;
+    // The arguments of a per-worker cache directive, "off | max=N [valid=TIME]" (auth_jwt_cache,
+    // auth_introspect_cache): sets `max` (1 to 1000000; 0 for off) and, when given, `valid_s`
+    // (1s to 1000h, in seconds).
+    void lru_cache_args(size_t& max, int64_t& valid_s) const;
 
     // The context this directive appeared in (one Context bit).
     const uint32_t context;

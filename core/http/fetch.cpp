@@ -486,4 +486,12 @@ std::unique_ptr<Fetch> fetch(EventLoop& loop, FetchRequest req,
     return std::make_unique<FetchImpl>(loop, std::move(req), std::move(done));
 }
 
+FetchRequest FetchTarget::request() const {
+    FetchRequest req;
+    req.url = url;
+    req.addresses = addresses;
+    req.tls = tls;
+    return req;
+}
+
 }  // namespace tollgate::http

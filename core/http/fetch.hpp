@@ -21,7 +21,8 @@
 
 namespace tollgate {
 class EventLoop;
-}
+class DirectiveContext;
+}  // namespace tollgate
 
 namespace tollgate::http {
 
@@ -78,6 +79,24 @@ struct FetchRequest {
     // https: the context to use (required; its verify() decides SNI and name checking too).
     std::shared_ptr<const FetchTlsContext> tls;
 };
+
+// Where the fetches of one directive go (auth_jwt_jwks_uri, auth_introspect): read at load.
+struct FetchTarget {
+    std::string url_text;  // as written, for logs
+    FetchUrl url;
+    std::vector<sockaddr_storage> addresses;     // resolved at load
+    std::shared_ptr<const FetchTlsContext> tls;  // https only
+    // A request to this target (url, addresses and tls set; the rest as FetchRequest's defaults).
+    FetchRequest request() const;
+};
+
+// read_fetch_target: reads the target of a directive at load: argument 0 is the URL, and among
+// the others "ssl_verify=on|off" (on) and "ssl_trusted_certificate=FILE" (the system's CAs),
+// https only. `option(i)` sees every other argument first and returns true when it took it;
+// anything else is an invalid value. Resolves the host (blocking; config load only). Throws
+// the directive's FILE:LINE error on any failure. Defined in worker/fetch_target.cpp.
+void read_fetch_target(DirectiveContext& ctx, FetchTarget& out,
+                       const std::function<bool(size_t)>& option);
 
 struct FetchResult {
     bool ok = false;    // a complete response was received (any status)

@@ -67,12 +67,7 @@ constexpr size_t kMaxReply = 64 * 1024;        // bytes of an introspection repl
 constexpr size_t kMaxToken = 16 * 1024;
 
 // One auth_introspect URL; the locations that inherit it share it (and its cache entries).
-struct Endpoint {
-    std::string url_text;
-    http::FetchUrl url;
-    std::vector<sockaddr_storage> addresses;
-    std::shared_ptr<const http::FetchTlsContext> tls;
-};
+using Endpoint = http::FetchTarget;
 
 struct Requirement {
     std::string claim;  // dotted path
@@ -550,11 +545,8 @@ Verdict access_handler(http::Request& r, const void* data) {
     if (!fresh) return Verdict::Suspend;  // joins the introspection of the same token
 
     ++g_counters.introspections;
-    http::FetchRequest req;
+    http::FetchRequest req = ep->request();
     req.method = "POST";
-    req.url = ep->url;
-    req.addresses = ep->addresses;
-    req.tls = ep->tls;
     req.timeout_ms = conf.timeout_ms.value_or(5000);
     req.max_body = kMaxReply;
     req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
@@ -583,33 +575,7 @@ void set_introspect(DirectiveContext& ctx) {
         return;
     }
     auto ep = std::make_shared<Endpoint>();
-    ep->url_text = ctx.arg(0);
-    std::string error;
-    if (!http::parse_fetch_url(ctx.arg(0), ep->url, error)) ctx.invalid_value(0, error);
-    bool verify = true, have_verify = false;
-    std::string trusted;
-    for (size_t i = 1; i < ctx.nargs(); ++i) {
-        std::string_view a = ctx.arg(i);
-        if (a.rfind("ssl_verify=", 0) == 0) {
-            auto v = conf::parse_flag(a.substr(11));
-            if (!v) ctx.invalid_value(i, "ssl_verify must be on or off");
-            verify = *v;
-            have_verify = true;
-        } else if (a.rfind("ssl_trusted_certificate=", 0) == 0 && a.size() > 24) {
-            trusted = ctx.builder.conf_dir_path(a.substr(24));
-        } else {
-            ctx.invalid_value(i);
-        }
-    }
-    if (!ep->url.https && (have_verify || !trusted.empty())) {
-        ctx.fail("ssl_verify and ssl_trusted_certificate need an https URL");
-    }
-    if (ep->url.https) {
-        auto tls = http::FetchTlsContext::make(verify, verify ? trusted : std::string(), error);
-        if (!tls) ctx.fail(error);
-        ep->tls = std::move(tls);
-    }
-    if (!http::resolve_fetch_host(ep->url, ep->addresses, error)) ctx.fail(error);
+    http::read_fetch_target(ctx, *ep, nullptr);
     conf.endpoint = std::move(ep);
 }
 
@@ -671,35 +637,7 @@ void set_cache(DirectiveContext& ctx) {
     auto& conf = ctx.conf<IntrospectMainConf>();
     if (conf.cache_set) ctx.duplicate();
     conf.cache_set = true;
-    if (ctx.arg(0) == "off") {
-        if (ctx.nargs() > 1) ctx.invalid_value(1);
-        conf.cache_max = 0;
-        return;
-    }
-    bool have_max = false;
-    for (size_t i = 0; i < ctx.nargs(); ++i) {
-        std::string_view a = ctx.arg(i);
-        if (a.rfind("max=", 0) == 0) {
-            std::string n(a.substr(4));
-            char* end = nullptr;
-            errno = 0;
-            unsigned long long v = std::strtoull(n.c_str(), &end, 10);
-            if (n.empty() || *end != '\0' || errno != 0 || v == 0 || v > 1000000) {
-                ctx.invalid_value(i, "max must be 1 to 1000000");
-            }
-            conf.cache_max = static_cast<size_t>(v);
-            have_max = true;
-        } else if (a.rfind("valid=", 0) == 0) {
-            auto ms = conf::parse_time_ms(a.substr(6));
-            if (!ms || *ms < 1000 || *ms > 3600000000ULL) {
-                ctx.invalid_value(i, "valid must be 1s to 1000h");
-            }
-            conf.cache_valid = static_cast<int64_t>(*ms / 1000);
-        } else {
-            ctx.invalid_value(i);
-        }
-    }
-    if (!have_max) ctx.fail("\"auth_introspect_cache\" needs max=N or off");
+    ctx.lru_cache_args(conf.cache_max, conf.cache_valid);
 }
 
 void merge_location(const ModuleConf& parent_conf, ModuleConf& child_conf) {

@@ -73,11 +73,7 @@ namespace {
 using http::token::iequals;
 
 // One auth_jwt_jwks_uri directive; the locations that inherit it share it (and its keys).
-struct JwksSource {
-    std::string url_text;
-    http::FetchUrl url;
-    std::vector<sockaddr_storage> addresses;  // resolved at load
-    std::shared_ptr<const http::FetchTlsContext> tls;
+struct JwksSource : http::FetchTarget {
     uint64_t refresh_ms = 300000;
     uint64_t min_refresh_ms = 10000;
     uint64_t timeout_ms = 10000;
@@ -485,13 +481,10 @@ void start_fetch(WorkerJwks& w, const char* why) {
     w.started = true;
     w.last_start_ms = mono_ms();
     LOG_DEBUG("auth_jwt: fetching JWKS from \"%s\" (%s)", src.url_text.c_str(), why);
-    http::FetchRequest req;
-    req.url = src.url;
-    req.addresses = src.addresses;
+    http::FetchRequest req = src.request();
     req.headers.emplace_back("Accept", "application/jwk-set+json, application/json");
     req.timeout_ms = src.timeout_ms;
     req.max_body = 1 << 20;
-    req.tls = src.tls;
     WorkerJwks* wp = &w;
     w.inflight = http::fetch(*g_loop, std::move(req), [wp](http::FetchResult& res) {
         std::unique_ptr<http::Fetch> done = std::move(wp->inflight);
@@ -619,46 +612,7 @@ void set_cache(DirectiveContext& ctx) {
     auto& conf = ctx.conf<AuthJwtMainConf>();
     if (conf.cache_set) ctx.duplicate();
     conf.cache_set = true;
-    if (ctx.arg(0) == "off") {
-        if (ctx.nargs() > 1) ctx.invalid_value(1);
-        conf.cache_max = 0;
-        return;
-    }
-    bool have_max = false;
-    for (size_t i = 0; i < ctx.nargs(); ++i) {
-        std::string_view a = ctx.arg(i);
-        if (a.rfind("max=", 0) == 0) {
-            std::string n(a.substr(4));
-            char* end = nullptr;
-            errno = 0;
-            unsigned long long v = std::strtoull(n.c_str(), &end, 10);
-            if (n.empty() || *end != '\0' || errno != 0 || v == 0 || v > 1000000) {
-                ctx.invalid_value(i, "max must be 1 to 1000000");
-            }
-            conf.cache_max = static_cast<size_t>(v);
-            have_max = true;
-        } else if (a.rfind("valid=", 0) == 0) {
-            // nginx time units s, m, h (a bare number is seconds).
-            std::string_view t = a.substr(6);
-            int64_t unit = 1;
-            if (!t.empty() && (t.back() == 's' || t.back() == 'm' || t.back() == 'h')) {
-                unit = t.back() == 's' ? 1 : t.back() == 'm' ? 60 : 3600;
-                t.remove_suffix(1);
-            }
-            int64_t n = 0;
-            if (t.empty() || t.size() > 7) ctx.invalid_value(i, "valid must be 1s to 1000h");
-            for (char c : t) {
-                if (c < '0' || c > '9') ctx.invalid_value(i, "valid must be 1s to 1000h");
-                n = n * 10 + (c - '0');
-            }
-            int64_t ms = n * unit * 1000;
-            if (ms < 1000 || ms > 3600000000LL) ctx.invalid_value(i, "valid must be 1s to 1000h");
-            conf.cache_valid = static_cast<int64_t>(ms / 1000);
-        } else {
-            ctx.invalid_value(i);
-        }
-    }
-    if (!have_max) ctx.fail("\"auth_jwt_cache\" needs max=N or off");
+    ctx.lru_cache_args(conf.cache_max, conf.cache_valid);
 }
 
 void set_claim_header(DirectiveContext& ctx) {
@@ -699,46 +653,21 @@ void set_jwks_uri(DirectiveContext& ctx) {
     auto& conf = ctx.conf<AuthJwtLocConf>();
     if (conf.jwks) ctx.duplicate();
     auto src = std::make_shared<JwksSource>();
-    src->url_text = ctx.arg(0);
-    std::string error;
-    if (!http::parse_fetch_url(ctx.arg(0), src->url, error)) ctx.invalid_value(0, error);
-    bool verify = true;
-    std::string trusted;
-    bool have_verify = false;
-    for (size_t i = 1; i < ctx.nargs(); ++i) {
+    auto time_option = [&](size_t i, std::string_view name, uint64_t& out, uint64_t min_ms) {
         std::string_view a = ctx.arg(i);
-        auto time_opt = [&](std::string_view prefix, uint64_t& out, uint64_t min_ms) {
-            if (a.rfind(prefix, 0) != 0) return false;
-            auto v = conf::parse_time_ms(a.substr(prefix.size()));
-            if (!v || *v < min_ms) ctx.invalid_value(i);
-            out = *v;
-            return true;
-        };
-        if (time_opt("refresh=", src->refresh_ms, 1000) ||
-            time_opt("min_refresh=", src->min_refresh_ms, 0) ||
-            time_opt("timeout=", src->timeout_ms, 1)) {
-            continue;
+        if (a.size() <= name.size() || a.substr(0, name.size()) != name || a[name.size()] != '=') {
+            return false;
         }
-        if (a.rfind("ssl_verify=", 0) == 0) {
-            auto v = conf::parse_flag(a.substr(11));
-            if (!v) ctx.invalid_value(i, "ssl_verify must be on or off");
-            verify = *v;
-            have_verify = true;
-        } else if (a.rfind("ssl_trusted_certificate=", 0) == 0 && a.size() > 24) {
-            trusted = ctx.builder.conf_dir_path(a.substr(24));
-        } else {
-            ctx.invalid_value(i);
-        }
-    }
-    if (!src->url.https && (have_verify || !trusted.empty())) {
-        ctx.fail("ssl_verify and ssl_trusted_certificate need an https URL");
-    }
-    if (src->url.https) {
-        auto tls = http::FetchTlsContext::make(verify, verify ? trusted : std::string(), error);
-        if (!tls) ctx.fail(error);
-        src->tls = std::move(tls);
-    }
-    if (!http::resolve_fetch_host(src->url, src->addresses, error)) ctx.fail(error);
+        auto v = conf::parse_time_ms(a.substr(name.size() + 1));
+        if (!v || *v < min_ms) ctx.invalid_value(i);
+        out = *v;
+        return true;
+    };
+    http::read_fetch_target(ctx, *src, [&](size_t i) {
+        return time_option(i, "refresh", src->refresh_ms, 1000) ||
+               time_option(i, "min_refresh", src->min_refresh_ms, 0) ||
+               time_option(i, "timeout", src->timeout_ms, 1);
+    });
     auto& main =
         static_cast<AuthJwtMainConf&>(*ctx.builder.generation().main_confs[auth_jwt_index()]);
     src->index = main.sources.size();

@@ -37,22 +37,6 @@ def up():
         yield u
 
 
-@pytest.fixture
-def tollgate_factory(tollgate_factory):
-    made = []
-
-    def make_one(*args, **kwargs):
-        t = tollgate_factory(*args, **kwargs)
-        made.append(t)
-        return t
-
-    yield make_one
-    for t in made:
-        t.stop()
-        err = t.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
 class Jwks:
     """What the JWKS server serves: a document (dict or raw text) or a status."""
 

@@ -24,23 +24,6 @@ from harness import BINARY, Tollgate
 from upstreams import EchoUpstream, wait_until
 
 
-@pytest.fixture
-def tollgate_factory(tollgate_factory):
-    """The shared factory, plus: no sanitizer report from the master or any worker."""
-    made = []
-
-    def make_one(*args, **kwargs):
-        t = tollgate_factory(*args, **kwargs)
-        made.append(t)
-        return t
-
-    yield make_one
-    for t in made:
-        t.stop()
-        err = t.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
 def key_cmd(*args):
     return subprocess.run([BINARY, "key", *args], capture_output=True, text=True, timeout=30)
 

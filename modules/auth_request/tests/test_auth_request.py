@@ -81,23 +81,6 @@ class AuthUpstream(_Server):
 
 
 @pytest.fixture
-def tollgate_factory(tollgate_factory):
-    """The shared factory, plus: no sanitizer report from the master or any worker."""
-    made = []
-
-    def make_one(*args, **kwargs):
-        t = tollgate_factory(*args, **kwargs)
-        made.append(t)
-        return t
-
-    yield make_one
-    for t in made:
-        t.stop()
-        err = t.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
-@pytest.fixture
 def up():
     with EchoUpstream() as u:
         yield u

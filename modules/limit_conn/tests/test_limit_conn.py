@@ -10,23 +10,6 @@ import pytest
 from upstreams import SlowUpstream, wait_until
 
 
-@pytest.fixture
-def tollgate_factory(tollgate_factory):
-    """The shared factory, plus: no sanitizer report from the master or any worker."""
-    made = []
-
-    def make(*args, **kwargs):
-        t = tollgate_factory(*args, **kwargs)
-        made.append(t)
-        return t
-
-    yield make
-    for t in made:
-        t.stop()
-        err = t.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
 def block(body, zones):
     return (
         "http {\n    include mime.types;\n    log_format lc '$limit_conn_status';\n"

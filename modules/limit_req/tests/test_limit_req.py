@@ -17,23 +17,6 @@ import pytest
 from harness import Tollgate, server_block, wait_port
 from upstreams import EchoUpstream
 
-@pytest.fixture
-def tollgate_factory(tollgate_factory):
-    """The shared factory, plus: no sanitizer report from the master or any worker."""
-    made = []
-
-    def make(*args, **kwargs):
-        t = tollgate_factory(*args, **kwargs)
-        made.append(t)
-        return t
-
-    yield make
-    for t in made:
-        t.stop()
-        err = t.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
-
-
 STATIC = """
         root {prefix}/html;
 """
