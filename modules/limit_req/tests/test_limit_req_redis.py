@@ -12,7 +12,6 @@ import pytest
 
 from redis_server import redis_server  # noqa: F401  (fixture)
 from test_limit_req import Client, concurrent, get, leaky_admits, load, log_lines, make, statuses
-from test_limit_req import tollgate_factory  # noqa: F401  (fixture: no sanitizer report)
 
 STATIC = """
         root {prefix}/html;
