@@ -401,7 +401,8 @@ Verdict decide(http::Request& r, const IntrospectLocConf& conf, IntrospectReques
         log_failure(r, ctx, log::Level::Info, a.reason);
         return challenge(r, 401, "invalid_token", a.reason);
     }
-    for (const Requirement& req : conf.require.value_or(std::vector<Requirement>())) {
+    static const std::vector<Requirement> kNone;
+    for (const Requirement& req : conf.require ? *conf.require : kNone) {
         const Json* v = a.claims ? find_claim(*a.claims, req.claim) : nullptr;
         std::string_view why;
         if (v == nullptr || v->is_null()) {
