@@ -273,6 +273,10 @@ bool PeerSet::admit(size_t i, int64_t now, PickResult& res) {
     } else {
         p.conns.fetch_add(1, std::memory_order_relaxed);
     }
+    if (row_ != nullptr) {
+        row_->conns()[i].fetch_add(1, std::memory_order_relaxed);
+        if (probe) row_->probes(shm_->servers)[i].fetch_add(1, std::memory_order_relaxed);
+    }
     res.peer = static_cast<int>(i);
     res.probe = probe;
     return true;
@@ -344,6 +348,11 @@ void PeerSet::release(const PickResult& res, Outcome o, int64_t now) {
     PeerShm& p = shm_->peers()[res.peer];
     uint32_t c = p.conns.load(std::memory_order_relaxed);
     while (c > 0 && !p.conns.compare_exchange_weak(c, c - 1, std::memory_order_relaxed)) {
+    }
+    if (row_ != nullptr) {
+        row_->conns()[res.peer].fetch_sub(1, std::memory_order_relaxed);
+        if (res.probe)
+            row_->probes(shm_->servers)[res.peer].fetch_sub(1, std::memory_order_relaxed);
     }
     if (!up_->breaker.enabled) return;
     if (o == Outcome::Neutral) {

@@ -80,6 +80,9 @@ class PeerSet {
     // random balancer.
     void bind(const Upstream& up, UpstreamShm* shm, uint64_t seed);
     bool bound() const { return up_ != nullptr; }
+    // Counts this worker's requests in `row` too (UpstreamShm::claim_row), so they can be taken
+    // back if the worker dies; nullptr for none (private state, or no row free).
+    void set_ledger(LedgerRow* row) { row_ = row; }
 
     // Chooses a server not in `tried` (indexed like up.servers) and counts the request on it.
     PickResult pick(const PickInput& in, const std::pmr::vector<bool>& tried, int64_t now);
@@ -123,6 +126,7 @@ class PeerSet {
     bool refused_dirty_ = false;
     int total_weight_ = 0;  // of the non-backup servers
     uint64_t rng_ = 0x9e3779b97f4a7c15ULL;
+    LedgerRow* row_ = nullptr;
 };
 
 }  // namespace tollgate::proxy

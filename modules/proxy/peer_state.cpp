@@ -1,7 +1,10 @@
 #include "modules/proxy/peer_state.hpp"
 
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace tollgate::proxy {
@@ -34,6 +37,54 @@ UpstreamShm* UpstreamShm::format(void* mem, uint32_t servers) {
 UpstreamShm* UpstreamShm::attach(void* mem, uint32_t servers) {
     auto* s = static_cast<UpstreamShm*>(mem);
     return s->magic == kShmMagic && s->servers == servers ? s : nullptr;
+}
+
+namespace {
+
+// `a` -= `n`, never below 0 (another worker may have taken the counts back meanwhile).
+template <class T>
+void saturating_sub(std::atomic<T>& a, uint32_t n) {
+    T c = a.load(std::memory_order_relaxed);
+    while (!a.compare_exchange_weak(c, c > static_cast<T>(n) ? c - static_cast<T>(n) : T{0},
+                                    std::memory_order_relaxed)) {
+    }
+}
+
+// Takes what `row` counts off the servers and frees it (the zone's mutex held).
+void settle_row(UpstreamShm& shm, LedgerRow& row) {
+    PeerShm* peers = shm.peers();
+    for (uint32_t i = 0; i < shm.servers; ++i) {
+        saturating_sub(peers[i].conns, row.conns()[i].exchange(0, std::memory_order_relaxed));
+        saturating_sub(peers[i].probes,
+                       row.probes(shm.servers)[i].exchange(0, std::memory_order_relaxed));
+    }
+    row.pid.store(0, std::memory_order_relaxed);
+}
+
+bool process_gone(int32_t pid) {
+    return ::kill(pid, 0) != 0 && errno == ESRCH;  // EPERM: alive, another user's
+}
+
+}  // namespace
+
+LedgerRow* UpstreamShm::claim_row() {
+    ShmLock lock(mutex);
+    LedgerRow* mine = nullptr;
+    for (uint32_t k = 0; k < kLedgerRows; ++k) {
+        LedgerRow* r = row(k);
+        int32_t pid = r->pid.load(std::memory_order_relaxed);
+        if (pid != 0 && process_gone(pid)) settle_row(*this, *r);
+        if (mine == nullptr && r->pid.load(std::memory_order_relaxed) == 0) mine = r;
+    }
+    if (mine != nullptr)
+        mine->pid.store(static_cast<int32_t>(::getpid()), std::memory_order_relaxed);
+    return mine;
+}
+
+void UpstreamShm::release_row(LedgerRow* r) {
+    if (r == nullptr) return;
+    ShmLock lock(mutex);
+    settle_row(*this, *r);
 }
 
 PrivatePeerState::PrivatePeerState(uint32_t servers)

@@ -67,7 +67,24 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free &&
                   std::atomic<uint64_t>::is_always_lock_free,
               "shared peer state needs lock-free atomics");
 
-// The zone's bytes: this header, then one PeerShm per server in config order.
+// One worker's share of the servers' counts (PeerShm::conns and ::probes): a row of the zone
+// per live worker, claimed at start and given back at exit. A worker killed mid-request leaves
+// its row claimed by a dead pid; the next worker to start takes those counts off the servers
+// and frees the row, so a crash never leaves max_conns, least_conn or a half-open breaker
+// counting requests that no longer exist.
+struct LedgerRow {
+    std::atomic<int32_t> pid;  // the owner; 0: free
+    uint32_t pad;
+    // conns[servers] then probes[servers] follow the row header.
+    std::atomic<uint32_t>* conns() { return reinterpret_cast<std::atomic<uint32_t>*>(this + 1); }
+    std::atomic<uint32_t>* probes(uint32_t servers) { return conns() + servers; }
+    static constexpr size_t bytes_for(size_t servers) {
+        return (sizeof(LedgerRow) + 2 * servers * sizeof(std::atomic<uint32_t>) + 7) / 8 * 8;
+    }
+};
+inline constexpr uint32_t kLedgerRows = 64;  // live workers per upstream, old generations included
+
+// The zone's bytes: this header, one PeerShm per server in config order, then kLedgerRows rows.
 struct UpstreamShm {
     uint64_t magic;
     uint32_t servers;
@@ -82,9 +99,19 @@ struct UpstreamShm {
     static constexpr size_t offset() {
         return (sizeof(UpstreamShm) + alignof(PeerShm) - 1) / alignof(PeerShm) * alignof(PeerShm);
     }
-    static constexpr size_t bytes_for(size_t servers) {
-        return offset() + servers * sizeof(PeerShm);
+    LedgerRow* row(uint32_t k) {
+        char* base = reinterpret_cast<char*>(peers()) + servers * sizeof(PeerShm);
+        return reinterpret_cast<LedgerRow*>(base + k * LedgerRow::bytes_for(servers));
     }
+    static constexpr size_t bytes_for(size_t servers) {
+        return offset() + servers * sizeof(PeerShm) + kLedgerRows * LedgerRow::bytes_for(servers);
+    }
+    // In a worker at start: frees the rows of workers that are gone (their counts are taken off
+    // the servers'), then claims a row for this process. Returns it, or nullptr when every row
+    // is taken (the worker then counts without one, as before rows existed).
+    LedgerRow* claim_row();
+    // In a worker at exit: takes what `row` still counts off the servers and frees it.
+    void release_row(LedgerRow* row);
     // Lays out fresh memory (zeroed by the caller or not) for `servers` servers.
     static UpstreamShm* format(void* mem, uint32_t servers);
     // The state in `mem` when it was laid out for `servers` servers, else nullptr.

@@ -1325,6 +1325,9 @@ bool v_proxy_add_xff(http::Request& r, std::string_view, uintptr_t, std::string_
 
 }  // namespace
 
+// This worker's ledger rows (UpstreamShm::claim_row), given back at exit.
+std::vector<std::pair<UpstreamShm*, LedgerRow*>> g_ledger_rows;
+
 void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
     const auto& main = static_cast<const ProxyMainConf&>(*generation.main_confs[proxy_index()]);
     g_worker = new WorkerState();
@@ -1337,6 +1340,15 @@ void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
             UpstreamShm::attach(up->zone->data(), static_cast<uint32_t>(up->servers.size()));
         us.peers.bind(*up, shm,
                       static_cast<uint64_t>(getpid()) * 0x9e3779b97f4a7c15ULL + up->index);
+        LedgerRow* row = shm->claim_row();
+        if (row == nullptr) {
+            LOG_NOTICE(
+                "upstream \"%s\": no free ledger row; a crash of this worker would leave "
+                "its requests counted",
+                up->name.c_str());
+        }
+        us.peers.set_ledger(row);
+        g_ledger_rows.emplace_back(shm, row);
         if (up->keepalive > 0) us.pool = std::make_unique<Pool>(*up, loop);
     }
     g_worker->health = start_health_checks(main, loop);
@@ -1345,6 +1357,9 @@ void init_worker(const ConfigGeneration& generation, EventLoop& loop) {
 void exit_worker(const ConfigGeneration&) {
     delete g_worker;  // closes the idle upstream connections and frees their timers
     g_worker = nullptr;
+    // Last: what is still counted (requests cut off by worker_shutdown_timeout) goes back.
+    for (auto [shm, row] : g_ledger_rows) shm->release_row(row);
+    g_ledger_rows.clear();
 }
 
 namespace {

@@ -4,6 +4,7 @@ health checks): weighted round robin over 10,000 requests, consistent-hash remap
 reload, least_conn, ip_hash, random, max_conns (with and without backup), the circuit breaker's
 open -> half-open -> closed timeline seen by both workers, active health checks with a single
 prober, and the config errors (file:line)."""
+import os
 import re
 import signal
 import threading
@@ -277,6 +278,31 @@ def test_max_conns_is_exact_across_workers_then_502(lb, ups):
             assert_error_json(r, 502, "bad_gateway")
     assert slow.requests == 2
     assert fetch(t, "GET", "/mc/after").status == 200  # the slots came back
+
+
+def test_a_worker_killed_mid_request_gives_its_counts_back(lb, ups):
+    # max_conns=1 and one request in flight when its worker is SIGKILLed: the respawned worker
+    # takes the dead one's counts off the server, so the slot is free again at once.
+    up = ups()
+    t = lb(f"upstream pool {{ server 127.0.0.1:{up.port} max_conns=1; }}", workers=1)
+    stuck = threading.Thread(target=lambda: _ignore_errors(lambda: fetch(t, "GET", "/slow/30000", timeout=40)),
+                             daemon=True)
+    stuck.start()
+    assert wait_until(lambda: len(up.log) == 1, timeout=10)
+    assert fetch(t, "GET", "/busy").status == 502  # the one slot is taken
+    (old,) = t.worker_pids()
+    os.kill(old, signal.SIGKILL)
+    t.wait_workers(1, exclude=[old])
+    r = fetch(t, "GET", "/after", timeout=10)
+    assert r.status == 200, r.status
+    stuck.join(timeout=5)
+
+
+def _ignore_errors(fn):
+    try:
+        fn()
+    except OSError:
+        pass
 
 
 def test_max_conns_overflows_to_backup(lb, ups):
