@@ -52,6 +52,7 @@
 #include "core/http/fetch.hpp"
 #include "core/http/http_token.hpp"
 #include "core/http/request.hpp"
+#include "core/json_claims.hpp"
 #include "core/log.hpp"
 #include "core/variables.hpp"
 
@@ -124,57 +125,6 @@ std::string base64(std::string_view in) {
                             static_cast<int>(in.size()));
     out.resize(n > 0 ? static_cast<size_t>(n) : 0);
     return out;
-}
-
-// The member at `path`: the whole name first, then split at '.'.
-const Json* find_claim(const Json& obj, std::string_view path) {
-    if (!obj.is_object()) return nullptr;
-    auto it = obj.find(std::string(path));
-    if (it != obj.end()) return &*it;
-    size_t dot = path.find('.');
-    if (dot == std::string_view::npos || dot == 0) return nullptr;
-    auto head = obj.find(std::string(path.substr(0, dot)));
-    if (head == obj.end()) return nullptr;
-    return find_claim(*head, path.substr(dot + 1));
-}
-
-void render_claim(const Json& v, std::string& out) {
-    if (v.is_string()) {
-        out += v.get_ref<const std::string&>();
-    } else if (v.is_array()) {
-        bool first = true;
-        for (const Json& e : v) {
-            if (!first) out += ',';
-            first = false;
-            render_claim(e, out);
-        }
-    } else {
-        out += v.dump();
-    }
-}
-
-// A claim contains `value`: a string as a space-separated list (OAuth "scope"), an array by
-// element, anything else by its rendered form.
-bool claim_has(const Json& v, std::string_view value) {
-    if (v.is_string()) {
-        std::string_view s = v.get_ref<const std::string&>();
-        while (!s.empty()) {
-            size_t sp = s.find(' ');
-            if (s.substr(0, sp) == value) return true;
-            if (sp == std::string_view::npos) break;
-            s.remove_prefix(sp + 1);
-        }
-        return false;
-    }
-    if (v.is_array()) {
-        for (const Json& e : v) {
-            if (e.is_string() ? e.get_ref<const std::string&>() == value : e.dump() == value) {
-                return true;
-            }
-        }
-        return false;
-    }
-    return v.dump() == value;
 }
 
 // ---- per-worker state -------------------------------------------------------------------------
@@ -313,14 +263,14 @@ bool v_claim(http::Request& r, std::string_view suffix, uintptr_t, std::string_v
     if (ctx == nullptr || ctx->state != State::Done || !ctx->answer.active || !ctx->answer.claims) {
         return false;
     }
-    const Json* v = find_claim(*ctx->answer.claims, suffix);
+    const Json* v = claims::find_claim(*ctx->answer.claims, suffix);
     if (v == nullptr || v->is_null()) return false;
     if (v->is_string()) {
         out = r.copy(v->get_ref<const std::string&>());
         return true;
     }
     std::string s;
-    render_claim(*v, s);
+    claims::render_claim(*v, s);
     out = r.copy(s);
     return true;
 }
@@ -403,13 +353,13 @@ Verdict decide(http::Request& r, const IntrospectLocConf& conf, IntrospectReques
     }
     static const std::vector<Requirement> kNone;
     for (const Requirement& req : conf.require ? *conf.require : kNone) {
-        const Json* v = a.claims ? find_claim(*a.claims, req.claim) : nullptr;
+        const Json* v = a.claims ? claims::find_claim(*a.claims, req.claim) : nullptr;
         std::string_view why;
         if (v == nullptr || v->is_null()) {
             why = "required claim missing";
         } else {
             for (const std::string& want : req.values) {
-                if (!claim_has(*v, want)) {
+                if (!claims::contains(*v, want)) {
                     why = "required claim value missing";
                     break;
                 }

@@ -1,6 +1,8 @@
 // JWT verification; see jwt.hpp.
 #include "modules/auth_jwt/jwt.hpp"
 
+#include "core/json_claims.hpp"
+
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -545,79 +547,6 @@ Error check_times(const Token& t, int64_t now, int64_t leeway) {
     return Error::None;
 }
 
-const Json* find_claim(const Json& obj, std::string_view path) {
-    if (!obj.is_object()) return nullptr;
-    // The whole name first ("a.b" may be a member of its own).
-    auto it = obj.find(path);
-    if (it != obj.end()) return &*it;
-    const Json* cur = &obj;
-    while (!path.empty()) {
-        size_t dot = path.find('.');
-        std::string_view part = path.substr(0, dot);
-        if (!cur->is_object()) return nullptr;
-        auto p = cur->find(part);
-        if (p == cur->end()) return nullptr;
-        cur = &*p;
-        if (dot == std::string_view::npos) return cur;
-        path.remove_prefix(dot + 1);
-    }
-    return nullptr;
-}
-
-namespace {
-void render_scalar(const Json& v, std::string& out) {
-    if (v.is_string()) {
-        out += v.get_ref<const std::string&>();
-    } else {
-        out += v.dump(-1, ' ', false, Json::error_handler_t::replace);
-    }
-}
-
-// Does claim `c` contain `value`?
-bool contains_value(const Json& c, std::string_view value) {
-    std::string s;
-    if (c.is_string()) {
-        std::string_view text = c.get_ref<const std::string&>();
-        while (!text.empty()) {  // a space-separated list (RFC 8693 "scope")
-            size_t sp = text.find(' ');
-            if (text.substr(0, sp) == value) return true;
-            if (sp == std::string_view::npos) break;
-            text.remove_prefix(sp + 1);
-        }
-        return false;
-    }
-    if (c.is_array()) {
-        for (const Json& e : c) {
-            if (e.is_string()) {
-                if (e.get_ref<const std::string&>() == value) return true;
-                continue;
-            }
-            if (e.is_array() || e.is_object()) continue;
-            s.clear();
-            render_scalar(e, s);
-            if (s == value) return true;
-        }
-        return false;
-    }
-    if (c.is_object() || c.is_null()) return false;
-    render_scalar(c, s);
-    return s == value;
-}
-}  // namespace
-
-void render_claim(const Json& v, std::string& out) {
-    if (v.is_array()) {
-        bool first = true;
-        for (const Json& e : v) {
-            if (!first) out += ',';
-            first = false;
-            render_scalar(e, out);
-        }
-        return;
-    }
-    render_scalar(v, out);
-}
-
 Error check_claims(const Token& t, const ClaimRules& rules) {
     if (!rules.issuer.empty()) {
         auto it = t.payload.find("iss");
@@ -632,7 +561,7 @@ Error check_claims(const Token& t, const ClaimRules& rules) {
         if (it != t.payload.end()) {
             for (const std::string& a : rules.audience) {
                 if (it->is_string() ? it->get_ref<const std::string&>() == a
-                                    : it->is_array() && contains_value(*it, a)) {
+                                    : it->is_array() && claims::contains(*it, a)) {
                     match = true;
                     break;
                 }
@@ -644,7 +573,7 @@ Error check_claims(const Token& t, const ClaimRules& rules) {
         const Json* c = find_claim(t.payload, req.claim);
         if (c == nullptr || c->is_null()) return Error::MissingClaim;
         for (const std::string& v : req.values) {
-            if (!contains_value(*c, v)) return Error::ClaimMismatch;
+            if (!claims::contains(*c, v)) return Error::ClaimMismatch;
         }
     }
     return Error::None;

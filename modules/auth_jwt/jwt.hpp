@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/json_claims.hpp"
+
 namespace tollgate::jwt {
 
 using Json = nlohmann::json;
@@ -161,11 +163,8 @@ struct ClaimRules {
 };
 Error check_claims(const Token& t, const ClaimRules& rules);
 
-// The claim at `path` in `obj`: the whole name as a member first, then split at '.'.
-const Json* find_claim(const Json& obj, std::string_view path);
-// A claim as a variable value: strings as they are, numbers and booleans in JSON form, arrays
-// joined with "," (each element as above), objects as compact JSON.
-void render_claim(const Json& v, std::string& out);
+using claims::find_claim;  // core/json_claims.hpp
+using claims::render_claim;
 
 // ---- the per-worker verification cache ---------------------------------------------------------
 
